@@ -1,0 +1,251 @@
+"""Configuration dataclasses; the only place defaults live.
+
+Every config is a frozen dataclass that round-trips through JSON
+(`to_json` / `from_json`). The full `ExperimentConfig` is written as
+`config.json` beside checkpoints and into exported SavedModels; flags in
+`bin/` only override it.
+"""
+
+import dataclasses
+import json
+import typing
+from typing import Any
+
+
+def _from_dict(cls, data: dict[str, Any]):
+  """Builds dataclass `cls` from a dict, recursing into nested dataclasses.
+
+  Unknown keys are an error so that a typo in a JSON file or an override is
+  never silently ignored.
+  """
+  hints = typing.get_type_hints(cls)
+  field_names = {f.name for f in dataclasses.fields(cls)}
+  unknown = set(data) - field_names
+  if unknown:
+    raise ValueError(
+        f"Unknown {cls.__name__} field(s): {sorted(unknown)}; "
+        f"valid fields are {sorted(field_names)}.")
+  kwargs = {}
+  for name, value in data.items():
+    kwargs[name] = _convert(hints[name], value)
+  return cls(**kwargs)
+
+
+def _convert(hint, value):
+  if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+    return _from_dict(hint, value)
+  origin = typing.get_origin(hint)
+  if origin is tuple and isinstance(value, (list, tuple)):
+    args = typing.get_args(hint)
+    if len(args) == 2 and args[1] is Ellipsis:
+      return tuple(_convert(args[0], v) for v in value)
+    return tuple(_convert(a, v) for a, v in zip(args, value))
+  if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    return value
+  if hint is float and isinstance(value, int):
+    return float(value)
+  return value
+
+
+class _JsonMixin:
+  """JSON round trip for frozen dataclasses."""
+
+  def to_dict(self) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(self)))
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, data: dict[str, Any]):
+    return _from_dict(cls, data)
+
+  @classmethod
+  def from_json(cls, text: str):
+    return cls.from_dict(json.loads(text))
+
+  def save(self, path: str) -> None:
+    import tensorflow as tf  # Local import: config stays importable without TF.
+    with tf.io.gfile.GFile(path, "w") as f:
+      f.write(self.to_json() + "\n")
+
+  @classmethod
+  def load(cls, path: str):
+    import tensorflow as tf
+    with tf.io.gfile.GFile(path) as f:
+      return cls.from_json(f.read())
+
+  def replace(self, **changes):
+    return dataclasses.replace(self, **changes)
+
+
+# Paper / bilm-tf character CNN filters: (width, number of filters).
+PAPER_FILTERS = ((1, 32), (2, 32), (3, 64), (4, 128), (5, 256), (6, 512),
+                 (7, 1024))
+
+
+@dataclasses.dataclass(frozen=True)
+class CharCNNConfig(_JsonMixin):
+  """Character encoder: embedding -> convolutions + max-pool -> highway -> projection."""
+  # 256 bytes + 5 specials, +1 so that id 0 is padding (see elmo_tf/vocab.py).
+  n_characters: int = 262
+  max_characters_per_token: int = 50
+  embedding_dim: int = 16
+  filters: tuple[tuple[int, int], ...] = PAPER_FILTERS
+  n_highway: int = 2
+  # bilm-tf uses relu for the convolutions of its released models.
+  activation: str = "relu"
+
+  @property
+  def n_filters(self) -> int:
+    return sum(n for _, n in self.filters)
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTMConfig(_JsonMixin):
+  """Stacked projected LSTMs (LSTMP), one stack per direction."""
+  n_layers: int = 2
+  cell_dim: int = 4096
+  projection_dim: int = 512
+  cell_clip: float = 3.0
+  projection_clip: float = 3.0
+  # Added to the forget gate pre-activation at run time (not stored in B).
+  forget_bias: float = 1.0
+  # Residual connection around every LSTM layer except the first (bilm-tf).
+  use_residual: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(_JsonMixin):
+  """The biLM: token encoder + LSTM stacks + shared softmax."""
+  vocab_size: int = 0
+  # How layer 0 is built: "chars" (paper), "tokens" (word embedding only),
+  # "concat" (concatenate both then project), "sum" (add both).
+  token_encoder: str = "chars"
+  # Word-embedding width for the "tokens"/"concat"/"sum" encoders; for "sum"
+  # and "tokens" it is forced to lstm.projection_dim.
+  token_embedding_dim: int = 512
+  char_cnn: CharCNNConfig = dataclasses.field(default_factory=CharCNNConfig)
+  lstm: LSTMConfig = dataclasses.field(default_factory=LSTMConfig)
+  # Dropout on LSTM inputs and before the softmax (bilm-tf: 0.1).
+  dropout: float = 0.1
+  # Negatives per batch for the sampled softmax (log-uniform sampler).
+  n_negative_samples: int = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(_JsonMixin):
+  """Corpus, tokenization and batching."""
+  # A built-in corpus name (ptb, peoples_daily), comma-separated globs, or a
+  # directory written by bin/prepare_corpus.
+  corpus: str = "ptb"
+  # whitespace | segmented | chinese_chars | jieba
+  tokenization: str = "whitespace"
+  # stream: continuous text cut in windows, state carried across batches.
+  # sentences: each sentence with <S>/</S>, zero initial state, bucketed.
+  batching: str = "sentences"
+  batch_size: int = 128
+  unroll_steps: int = 20
+  # Longest sentence (in tokens, without <S>/</S>) in `sentences` mode;
+  # longer ones are cut into pieces.
+  max_sentence_length: int = 100
+  min_count: int = 1
+  max_vocab: int = 0  # 0: no limit.
+  shuffle_buffer: int = 10000
+  on_bad_line: str = "error"  # error | skip
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(_JsonMixin):
+  """Optimizer, schedule, checkpoints and summaries (bilm-tf defaults)."""
+  optimizer: str = "adagrad"
+  learning_rate: float = 0.2
+  initial_accumulator_value: float = 1.0
+  clip_norm: float = 10.0
+  epochs: int = 10
+  max_steps: int = 0  # 0: run `epochs` epochs.
+  seed: int = 42
+  mixed_precision: str = "float32"  # float32 | mixed_bfloat16
+  jit_compile: bool = False
+  distribution: str = "default"  # default | mirrored | multi_worker
+  log_every_steps: int = 50
+  checkpoint_every_steps: int = 500
+  eval_every_steps: int = 2000
+  max_checkpoints_to_keep: int = 3
+  # Batches of the validation split used by periodic evaluation (0: all).
+  eval_max_batches: int = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig(_JsonMixin):
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+
+def _preset_model(cell_dim, projection_dim, filters, n_highway,
+                  n_layers=2, n_negative_samples=8192, dropout=0.1):
+  return ModelConfig(
+      char_cnn=CharCNNConfig(filters=filters, n_highway=n_highway),
+      lstm=LSTMConfig(n_layers=n_layers, cell_dim=cell_dim,
+                      projection_dim=projection_dim),
+      n_negative_samples=n_negative_samples,
+      dropout=dropout)
+
+
+# Published sizes (bilm-tf / AllenNLP). Parameter counts of character encoder
+# plus LSTMs, without the softmax: small 13.6M, medium 28.0M, original 93.6M.
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": _preset_model(cell_dim=32, projection_dim=16,
+                          filters=((1, 8), (2, 8), (3, 16)), n_highway=1,
+                          n_negative_samples=16, dropout=0.0),
+    "cpu_small": _preset_model(cell_dim=1024, projection_dim=256,
+                               filters=((1, 32), (2, 32), (3, 64), (4, 128),
+                                        (5, 256), (6, 256), (7, 256)),
+                               n_highway=1, n_negative_samples=2048,
+                               dropout=0.3),
+    "small": _preset_model(cell_dim=1024, projection_dim=128,
+                           filters=PAPER_FILTERS, n_highway=1),
+    "medium": _preset_model(cell_dim=2048, projection_dim=256,
+                            filters=PAPER_FILTERS, n_highway=1),
+    "original": _preset_model(cell_dim=4096, projection_dim=512,
+                              filters=PAPER_FILTERS, n_highway=2),
+}
+
+
+def preset(name: str) -> ModelConfig:
+  try:
+    return PRESETS[name]
+  except KeyError:
+    raise ValueError(
+        f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.") from None
+
+
+def apply_overrides(config, overrides: dict[str, Any]):
+  """Returns `config` with dotted-path overrides, e.g. {"lstm.cell_dim": 512}.
+
+  Values may be JSON strings (as they arrive from `--set key=value`).
+  """
+  for path, value in overrides.items():
+    config = _override(config, path.split("."), value, path)
+  return config
+
+
+def _override(config, parts, value, full_path):
+  names = {f.name for f in dataclasses.fields(config)}
+  head = parts[0]
+  if head not in names:
+    raise ValueError(f"Cannot override {full_path!r}: {type(config).__name__} "
+                     f"has no field {head!r} (fields: {sorted(names)}).")
+  current = getattr(config, head)
+  if len(parts) > 1:
+    if not dataclasses.is_dataclass(current):
+      raise ValueError(f"Cannot override {full_path!r}: {head!r} is not a group.")
+    return dataclasses.replace(config, **{head: _override(current, parts[1:], value, full_path)})
+  if isinstance(value, str) and not isinstance(current, str):
+    try:
+      value = json.loads(value)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"Cannot parse override {full_path}={value!r}: {e}") from None
+  hint = typing.get_type_hints(type(config))[head]
+  return dataclasses.replace(config, **{head: _convert(hint, value)})
