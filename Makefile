@@ -1,0 +1,52 @@
+# elmo_tf build entry points. See DEVELOPERS.md.
+#   make setup   Debian packages + .venv (idempotent; fast when nothing to do)
+#   make train   train, then evaluate (override TRAIN_ARGS / EVAL_ARGS)
+#   make test    pytest over tests/, then `bazel test //...` (both must pass)
+#   make bench   benchmarks
+#   make clean   caches and Bazel outputs (keeps .venv and runs/)
+SHELL := /bin/bash
+
+VENV   := .venv
+PYTHON := $(VENV)/bin/python
+BAZEL  ?= bazel
+# Bazel's Python toolchain runs the first `python3` on PATH: make it the venv's.
+VENV_PATH := PATH=$(CURDIR)/$(VENV)/bin:$$PATH
+
+TRAIN_ARGS  ?= --corpus=ptb --preset=cpu_small --model_dir=runs/ptb_cpu_small
+EVAL_ARGS   ?= --model_dir=runs/ptb_cpu_small
+BENCH_ARGS  ?=
+PYTEST_ARGS ?= -q
+BAZEL_TEST_ARGS ?=
+
+.PHONY: setup train test pytest bazel-test bench clean distclean
+
+setup:
+	bash tools/setup.sh
+
+train: setup
+	$(PYTHON) -m bin.train $(TRAIN_ARGS)
+	$(PYTHON) -m bin.evaluate $(EVAL_ARGS)
+
+test: setup
+	$(MAKE) --no-print-directory pytest
+	$(MAKE) --no-print-directory bazel-test
+
+# The two halves of `make test`, runnable alone (they assume `make setup`).
+pytest:
+	$(PYTHON) -m pytest $(PYTEST_ARGS) tests
+
+bazel-test:
+	$(VENV_PATH) $(BAZEL) test $(BAZEL_TEST_ARGS) //...
+
+bench: setup
+	$(PYTHON) -m bench.run_all $(BENCH_ARGS)
+
+clean:
+	if command -v $(BAZEL) >/dev/null; then $(BAZEL) clean; fi
+	rm -rf .pytest_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Also drops the venv and trained models.
+distclean: clean
+	if command -v $(BAZEL) >/dev/null; then $(BAZEL) clean --expunge; fi
+	rm -rf $(VENV) runs
