@@ -95,6 +95,12 @@ class CharCNNConfig(_JsonMixin):
   n_highway: int = 2
   # bilm-tf uses relu for the convolutions of its released models.
   activation: str = "relu"
+  # Exact speed-ups of the encoder (same outputs and gradients), both with
+  # dynamic shapes (turn them off for XLA / jit_compile):
+  # run it once per distinct token of a batch and gather the results back;
+  deduplicate: bool = True
+  # convolve only up to the longest token of the batch, not all 50 slots.
+  trim_padding: bool = True
 
   @property
   def n_filters(self) -> int:
@@ -153,6 +159,8 @@ class DataConfig(_JsonMixin):
   max_vocab: int = 0  # 0: no limit.
   shuffle_buffer: int = 10000
   on_bad_line: str = "error"  # error | skip
+  # Sentences per shard written by bin/prepare_corpus.
+  lines_per_shard: int = 100000
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,536 @@
+"""Corpus preparation: raw text -> tokenized shards + vocabulary + manifest.
+
+`prepare_corpus` reads a corpus (`elmo_tf.corpora`), tokenizes every line
+(`elmo_tf.tokenizers`), and writes into `out_dir`:
+
+  train-00000.txt, ...   one sentence per line, tokens joined by single
+  valid-00000.txt, ...   spaces (tokens never contain whitespace); empty
+  test-00000.txt, ...    lines are dropped
+  vocab.txt              bilm-tf format, built from the train split only
+  manifest.json          what was done: see `prepare_corpus`
+
+Everything is written into a temporary sibling directory that is renamed to
+`out_dir` at the end, so an interrupted run never leaves a half corpus.
+`PreparedCorpus.load(out_dir)` reads it back; `ensure_prepared` prepares a
+corpus into a cache directory on first use and reuses it afterwards.
+"""
+
+import collections
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from typing import Any, Iterator, Optional
+
+from absl import logging
+
+import elmo_tf
+from elmo_tf import config as config_lib
+from elmo_tf import corpora
+from elmo_tf import tokenizers
+from elmo_tf import vocab as vocab_lib
+
+MANIFEST = "manifest.json"
+VOCAB_FILE = "vocab.txt"
+MANIFEST_FORMAT_VERSION = 1
+ON_BAD_LINE_CHOICES = ("error", "skip")
+# At most this many `file:line` locations of skipped bad lines are listed in
+# the manifest (all are counted).
+_MAX_LISTED_BAD_LINES = 1000
+# Lines given to the tokenizer at once.
+_TOKENIZE_CHUNK = 1000
+
+_DEFAULTS = config_lib.DataConfig()
+
+
+class PreparedCorpusError(ValueError):
+  """A prepared corpus directory is missing, corrupt or does not match."""
+
+
+class PreparedCorpus:
+  """A corpus directory written by `prepare_corpus`.
+
+  Example:
+    prepared = PreparedCorpus.load("/data/ptb")
+    prepared.vocab.size             # 10002
+    prepared.files("train")         # ["/data/ptb/train-00000.txt"]
+    prepared.manifest["splits"]["valid"]["tokens"]
+  """
+
+  def __init__(self, directory: str, manifest: dict[str, Any]):
+    self.directory = directory
+    self.manifest = manifest
+    self._vocab = None
+    self._cache = {}  # Per-split data reused by elmo_tf.data (stream mode).
+
+  @classmethod
+  def load(cls, directory: str) -> "PreparedCorpus":
+    """Loads `directory/manifest.json`, checking the files it lists exist."""
+    directory = os.path.abspath(os.path.expanduser(directory))
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.isfile(path):
+      raise PreparedCorpusError(
+          f"{directory} is not a prepared corpus: {MANIFEST} is missing "
+          f"(write one with bin/prepare_corpus).")
+    try:
+      with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+      raise PreparedCorpusError(f"Corrupt {path}: {e}") from None
+    try:
+      version = manifest["format_version"]
+      files = [name for split in corpora.SPLITS
+               for name in manifest["splits"][split]["files"]]
+      files.append(manifest["vocabulary"]["file"])
+      manifest["tokenization"]  # pylint: disable=pointless-statement
+    except (KeyError, TypeError) as e:
+      raise PreparedCorpusError(
+          f"Corrupt {path}: missing or malformed entry {e}.") from None
+    if version != MANIFEST_FORMAT_VERSION:
+      raise PreparedCorpusError(
+          f"{path} has format_version {version}; this elmo_tf reads "
+          f"{MANIFEST_FORMAT_VERSION}. Prepare the corpus again.")
+    for name in files:
+      if not os.path.isfile(os.path.join(directory, name)):
+        raise PreparedCorpusError(
+            f"Corrupt prepared corpus {directory}: {name} listed in "
+            f"{MANIFEST} is missing.")
+    return cls(directory, manifest)
+
+  @property
+  def tokenization(self) -> str:
+    return self.manifest["tokenization"]
+
+  @property
+  def vocab(self) -> vocab_lib.Vocabulary:
+    if self._vocab is None:
+      self._vocab = vocab_lib.Vocabulary.load(
+          os.path.join(self.directory, self.manifest["vocabulary"]["file"]))
+    return self._vocab
+
+  def with_vocab(self, vocabulary: vocab_lib.Vocabulary) -> "PreparedCorpus":
+    """The same shards with another vocabulary (e.g. a trained model's).
+
+    Words missing from `vocabulary` become `<UNK>` in `elmo_tf.data`; the
+    manifest (and `vocab_path`) still describe the corpus's own vocabulary.
+    """
+    other = PreparedCorpus(self.directory, self.manifest)
+    other._vocab = vocabulary  # pylint: disable=protected-access
+    return other
+
+  @property
+  def vocab_path(self) -> str:
+    return os.path.join(self.directory, self.manifest["vocabulary"]["file"])
+
+  def _split(self, split: str) -> dict[str, Any]:
+    if split not in corpora.SPLITS:
+      raise ValueError(
+          f"Unknown split {split!r}; expected one of {corpora.SPLITS}.")
+    return self.manifest["splits"][split]
+
+  def files(self, split: str) -> list[str]:
+    """Absolute paths of the shards of `split` (possibly empty)."""
+    return [os.path.join(self.directory, name)
+            for name in self._split(split)["files"]]
+
+  def num_lines(self, split: str) -> int:
+    """Sentences (non-empty lines) in `split`."""
+    return self._split(split)["lines"]
+
+  def num_tokens(self, split: str) -> int:
+    """Tokens in `split`, without sentence boundaries."""
+    return self._split(split)["tokens"]
+
+  def sentence_lengths(self, split: str) -> dict[int, int]:
+    """Histogram {length in tokens: number of sentences} of `split`."""
+    return {int(k): v
+            for k, v in self._split(split)["sentence_lengths"].items()}
+
+  def sentences(self, split: str) -> Iterator[list[str]]:
+    """Yields the tokens of each sentence of `split`, in file order."""
+    for path in self.files(split):
+      with open(path, encoding="utf-8") as f:
+        for line in f:
+          yield line.rstrip("\n").split(" ")
+
+  def __repr__(self):
+    return (f"PreparedCorpus({self.directory!r}, "
+            f"tokenization={self.tokenization!r})")
+
+
+def _check_arguments(tokenization, min_count, max_vocab, on_bad_line,
+                     lines_per_shard):
+  if on_bad_line not in ON_BAD_LINE_CHOICES:
+    raise corpora.CorpusError(
+        f"on_bad_line must be one of {ON_BAD_LINE_CHOICES}, "
+        f"got {on_bad_line!r}.")
+  if min_count < 1:
+    raise corpora.CorpusError(f"min_count must be >= 1, got {min_count}.")
+  if max_vocab < 0 or 0 < max_vocab < len(vocab_lib.SPECIAL_TOKENS):
+    raise corpora.CorpusError(
+        f"max_vocab must be 0 (no limit) or >= {len(vocab_lib.SPECIAL_TOKENS)}"
+        f" (it counts the specials), got {max_vocab}.")
+  if lines_per_shard < 1:
+    raise corpora.CorpusError(
+        f"lines_per_shard must be >= 1, got {lines_per_shard}.")
+  try:
+    return tokenizers.get_tokenizer(tokenization)
+  except (ValueError, KeyError) as e:
+    raise corpora.CorpusError(
+        f"Bad tokenization {tokenization!r}: {e}") from None
+
+
+class _ShardWriter:
+  """Writes `split-00000.txt`, ... with at most `lines_per_shard` lines each."""
+
+  def __init__(self, directory: str, split: str, lines_per_shard: int):
+    self.directory = directory
+    self.split = split
+    self.lines_per_shard = lines_per_shard
+    self.files = []
+    self._file = None
+    self._lines_in_shard = 0
+
+  def write(self, line: str) -> None:
+    if self._file is None or self._lines_in_shard == self.lines_per_shard:
+      self.close()
+      name = f"{self.split}-{len(self.files):05d}.txt"
+      self.files.append(name)
+      self._file = open(os.path.join(self.directory, name), "w",
+                        encoding="utf-8", newline="\n")
+      self._lines_in_shard = 0
+    self._file.write(line)
+    self._file.write("\n")
+    self._lines_in_shard += 1
+
+  def close(self) -> None:
+    if self._file is not None:
+      self._file.close()
+      self._file = None
+
+
+def _write_split(corpus: corpora.Corpus, split: str, tokenizer, directory: str,
+                 on_bad_line: str, lines_per_shard: int) -> dict[str, Any]:
+  """Tokenizes one split into shards; returns its manifest entry."""
+  writer = _ShardWriter(directory, split, lines_per_shard)
+  counts = collections.Counter()
+  bad_locations = []
+  lengths = collections.Counter()
+
+  def flush(texts):
+    # Tokenizing chunks of lines is much faster than line by line.
+    for words in tokenizer.tokenize_lines(texts):
+      # Tokenizers drop whitespace; split again anyway so that shards can be
+      # split on " " without doubt.
+      words = [piece for token in words for piece in token.split()]
+      if not words:
+        counts["empty"] += 1
+        continue
+      writer.write(" ".join(words))
+      counts["lines"] += 1
+      counts["tokens"] += len(words)
+      lengths[len(words)] += 1
+
+  texts = []
+  try:
+    for raw in corpus.lines(split):
+      counts["source_lines"] += 1
+      if raw.text is None:
+        if on_bad_line == "error":
+          raise corpora.CorpusError(
+              f"{raw.location}: {raw.error} (use on_bad_line='skip' / "
+              f"--on_bad_line=skip to skip such lines).")
+        counts["bad"] += 1
+        if len(bad_locations) < _MAX_LISTED_BAD_LINES:
+          bad_locations.append(raw.location)
+        if counts["bad"] <= 10:
+          logging.warning("Skipping line %s: %s", raw.location, raw.error)
+        continue
+      texts.append(raw.text)
+      if len(texts) == _TOKENIZE_CHUNK:
+        flush(texts)
+        texts = []
+    if texts:
+      flush(texts)
+  finally:
+    writer.close()
+  if counts["bad"]:
+    logging.warning("Split %s: skipped %d line(s) that are not valid UTF-8.",
+                    split, counts["bad"])
+  return {
+      "files": writer.files,
+      "lines": counts["lines"],
+      "tokens": counts["tokens"],
+      "source_lines": counts["source_lines"],
+      "skipped_empty_lines": counts["empty"],
+      "skipped_bad_lines": counts["bad"],
+      "bad_lines": bad_locations,
+      "sentence_lengths": {str(k): lengths[k] for k in sorted(lengths)},
+  }
+
+
+def _read_shards(directory: str, files: list[str]) -> Iterator[list[str]]:
+  for name in files:
+    with open(os.path.join(directory, name), encoding="utf-8") as f:
+      for line in f:
+        yield line.rstrip("\n").split(" ")
+
+
+def _coverage(vocabulary, sentences: Iterator[list[str]]) -> dict[str, Any]:
+  tokens = oov = 0
+  types = set()
+  oov_types = set()
+  unk_id = vocabulary.unk_id
+  for words in sentences:
+    for word in words:
+      tokens += 1
+      types.add(word)
+      if vocabulary.token_to_id(word) == unk_id:
+        oov += 1
+        oov_types.add(word)
+  return {
+      "tokens": tokens,
+      "oov_tokens": oov,
+      "oov_rate": oov / tokens if tokens else None,
+      "coverage": 1.0 - oov / tokens if tokens else None,
+      "types": len(types),
+      "oov_types": len(oov_types),
+  }
+
+
+def prepare_corpus(corpus: str,
+                   tokenization: str,
+                   out_dir: str,
+                   min_count: int = _DEFAULTS.min_count,
+                   max_vocab: int = _DEFAULTS.max_vocab,
+                   on_bad_line: str = _DEFAULTS.on_bad_line,
+                   lines_per_shard: int = _DEFAULTS.lines_per_shard,
+                   overwrite: bool = False) -> PreparedCorpus:
+  """Tokenizes `corpus` into `out_dir` and builds its vocabulary.
+
+  Args:
+    corpus: a corpus specification (see `elmo_tf.corpora`): `ptb`,
+      `peoples_daily`, comma-separated files/globs, or
+      `train=GLOBS;valid=GLOBS;test=GLOBS`.
+    tokenization: a mode of `elmo_tf.tokenizers.get_tokenizer`.
+    out_dir: the directory to create. It must not exist (or be empty) unless
+      `overwrite`.
+    min_count: words seen fewer times in train are left out of the vocabulary.
+    max_vocab: largest vocabulary size, the 3 specials included (the most
+      frequent words are kept); 0: no limit.
+    on_bad_line: "error" stops at the first line that is not valid UTF-8,
+      naming its file and 1-based line number; "skip" skips such lines and
+      counts them (with their locations) in the log and the manifest.
+    lines_per_shard: sentences per output shard.
+    overwrite: replace an existing `out_dir`.
+
+  Returns:
+    The prepared corpus. Its manifest.json holds: `source` (the corpus and how
+    it was split), `tokenization`, `on_bad_line`, per split (`files`, `lines`
+    written, `tokens`, `source_lines` read, `skipped_empty_lines`,
+    `skipped_bad_lines`, `bad_lines` as file:line, `sentence_lengths`
+    histogram), `vocabulary` (`file`, `size`, `min_count`, `max_vocab`),
+    `validation` (OOV rate and coverage of valid tokens),
+    `elmo_tf_version`, `created`, `seconds`.
+
+  Raises:
+    corpora.CorpusError: bad arguments, missing files or globs matching
+      nothing (all checked before any work), an invalid UTF-8 line with
+      on_bad_line="error", or a train split without tokens.
+  """
+  start_time = time.time()
+  tokenizer = _check_arguments(tokenization, min_count, max_vocab, on_bad_line,
+                               lines_per_shard)
+  source = corpora.resolve_corpus(corpus)
+  if source.train_is_empty():
+    raise corpora.CorpusError(f"Corpus {corpus!r} has no training text.")
+  out_dir = os.path.abspath(os.path.expanduser(out_dir))
+  if os.path.exists(out_dir) and not overwrite:
+    if not os.path.isdir(out_dir) or os.listdir(out_dir):
+      raise corpora.CorpusError(
+          f"Output {out_dir} already exists; remove it or pass overwrite.")
+  parent = os.path.dirname(out_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp_dir = os.path.join(
+      parent, f".{os.path.basename(out_dir)}.tmp-{os.getpid()}-"
+      f"{uuid.uuid4().hex[:8]}")
+  os.makedirs(tmp_dir)
+  try:
+    logging.info("Preparing corpus %r (tokenization %s) into %s.", corpus,
+                 tokenization, out_dir)
+    splits = {}
+    for split in corpora.SPLITS:
+      splits[split] = _write_split(source, split, tokenizer, tmp_dir,
+                                   on_bad_line, lines_per_shard)
+      logging.info("Split %s: %d sentences, %d tokens (skipped %d empty and "
+                   "%d bad lines).", split, splits[split]["lines"],
+                   splits[split]["tokens"],
+                   splits[split]["skipped_empty_lines"],
+                   splits[split]["skipped_bad_lines"])
+    if splits["train"]["tokens"] == 0:
+      raise corpora.CorpusError(
+          f"Corpus {corpus!r} has no tokens in its train split.")
+
+    vocabulary = vocab_lib.build_vocabulary(
+        _read_shards(tmp_dir, splits["train"]["files"]), min_count=min_count,
+        max_size=max_vocab)
+    vocabulary.save(os.path.join(tmp_dir, VOCAB_FILE))
+    validation = _coverage(
+        vocabulary, _read_shards(tmp_dir, splits["valid"]["files"]))
+    if validation["tokens"]:
+      logging.info("Validation: %d tokens, OOV rate %.4f%%, coverage %.4f%% "
+                   "(vocabulary of %d entries).", validation["tokens"],
+                   100 * validation["oov_rate"], 100 * validation["coverage"],
+                   vocabulary.size)
+    else:
+      logging.info("Validation split is empty: no OOV rate.")
+
+    manifest = {
+        "format_version": MANIFEST_FORMAT_VERSION,
+        "elmo_tf_version": elmo_tf.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"),
+        "source": {"corpus": corpus, "fingerprint": source.fingerprint(),
+                   **source.describe()},
+        "tokenization": tokenization,
+        "on_bad_line": on_bad_line,
+        "lines_per_shard": lines_per_shard,
+        "splits": splits,
+        "vocabulary": {"file": VOCAB_FILE, "size": vocabulary.size,
+                       "min_count": min_count, "max_vocab": max_vocab},
+        "validation": validation,
+        "seconds": round(time.time() - start_time, 3),
+    }
+    with open(os.path.join(tmp_dir, MANIFEST), "w", encoding="utf-8") as f:
+      json.dump(manifest, f, indent=2, ensure_ascii=False)
+      f.write("\n")
+    _move_into_place(tmp_dir, out_dir, overwrite)
+  except BaseException:
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    raise
+  logging.info("Prepared %s in %.1f s.", out_dir, manifest["seconds"])
+  return PreparedCorpus.load(out_dir)
+
+
+def _move_into_place(tmp_dir: str, out_dir: str, overwrite: bool) -> None:
+  """Renames tmp_dir to out_dir (atomic when out_dir does not exist)."""
+  old = None
+  if os.path.exists(out_dir):
+    if overwrite or (os.path.isdir(out_dir) and not os.listdir(out_dir)):
+      old = f"{tmp_dir}.old"
+      os.rename(out_dir, old)
+  os.rename(tmp_dir, out_dir)
+  if old is not None:
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def default_tokenization(corpus: str) -> str:
+  """Tokenization for `corpus` when none is given.
+
+  `segmented` for peoples_daily (already segmented into words), else the
+  DataConfig default (`whitespace`).
+  """
+  if corpus.strip() == "peoples_daily":
+    return "segmented"
+  return _DEFAULTS.tokenization
+
+
+def summary(prepared: PreparedCorpus) -> str:
+  """A short human-readable summary of a prepared corpus."""
+  m = prepared.manifest
+  rows = [f"Prepared corpus {prepared.directory}",
+          f"  source: {m['source']['corpus']}   tokenization: "
+          f"{m['tokenization']}   elmo_tf {m['elmo_tf_version']}"]
+  for split in corpora.SPLITS:
+    s = m["splits"][split]
+    rows.append(f"  {split:5s}: {s['lines']:>10,d} sentences "
+                f"{s['tokens']:>12,d} tokens in {len(s['files'])} shard(s); "
+                f"skipped {s['skipped_empty_lines']} empty, "
+                f"{s['skipped_bad_lines']} bad lines")
+  v = m["vocabulary"]
+  rows.append(f"  vocabulary: {v['size']:,d} entries (min_count "
+              f"{v['min_count']}, max_vocab {v['max_vocab']})")
+  val = m["validation"]
+  if val["tokens"]:
+    rows.append(f"  validation: OOV rate {100 * val['oov_rate']:.3f}%, "
+                f"coverage {100 * val['coverage']:.3f}% of "
+                f"{val['tokens']:,d} tokens")
+  rows.append(f"  took {m['seconds']:.1f} s")
+  return "\n".join(rows)
+
+
+def cache_directory_name(corpus: str, tokenization: str, min_count: int,
+                         max_vocab: int, on_bad_line: str) -> str:
+  """`<corpus name>-<tokenization>-<hash of content and settings>`."""
+  source = corpora.resolve_corpus(corpus)
+  key = json.dumps([source.fingerprint(), tokenization, min_count, max_vocab,
+                    on_bad_line, MANIFEST_FORMAT_VERSION])
+  digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+  return f"{source.name}-{tokenization}-{digest}"
+
+
+def ensure_prepared(corpus: str,
+                    tokenization: Optional[str],
+                    cache_root: str,
+                    min_count: int = _DEFAULTS.min_count,
+                    max_vocab: int = _DEFAULTS.max_vocab,
+                    on_bad_line: str = _DEFAULTS.on_bad_line,
+                    lines_per_shard: int = _DEFAULTS.lines_per_shard
+                    ) -> PreparedCorpus:
+  """Returns a prepared corpus for `corpus`, preparing it on first use.
+
+  Args:
+    corpus: a directory holding manifest.json (used as is), or a corpus
+      specification (prepared into `cache_root/<name>-<tokenization>-<hash>`
+      the first time, reused afterwards; the hash covers the files' paths,
+      sizes and modification times and the settings below).
+    tokenization: the mode wanted. For a prepared directory it must match the
+      one it was prepared with, unless None. For a specification, None means
+      `default_tokenization(corpus)`.
+    cache_root: where specifications are prepared.
+    min_count, max_vocab, on_bad_line, lines_per_shard: as `prepare_corpus`.
+
+  Raises:
+    PreparedCorpusError: a prepared directory with another tokenization, or a
+      corrupt one.
+    corpora.CorpusError: as `prepare_corpus`.
+  """
+  path = os.path.expanduser(corpus)
+  if os.path.isdir(path) and os.path.exists(os.path.join(path, MANIFEST)):
+    prepared = PreparedCorpus.load(path)
+    if tokenization is not None and tokenization != prepared.tokenization:
+      raise PreparedCorpusError(
+          f"Prepared corpus {prepared.directory} was tokenized with "
+          f"{prepared.tokenization!r}, not the requested {tokenization!r}; "
+          f"prepare it again with --tokenization={tokenization}.")
+    vocabulary = prepared.manifest["vocabulary"]
+    if (vocabulary["min_count"], vocabulary["max_vocab"]) != (min_count,
+                                                              max_vocab):
+      logging.warning(
+          "Prepared corpus %s has min_count=%d, max_vocab=%d; the requested "
+          "min_count=%d, max_vocab=%d are ignored.", prepared.directory,
+          vocabulary["min_count"], vocabulary["max_vocab"], min_count,
+          max_vocab)
+    return prepared
+  if tokenization is None:
+    tokenization = default_tokenization(corpus)
+  _check_arguments(tokenization, min_count, max_vocab, on_bad_line,
+                   lines_per_shard)
+  name = cache_directory_name(corpus, tokenization, min_count, max_vocab,
+                              on_bad_line)
+  out_dir = os.path.join(os.path.expanduser(cache_root), name)
+  if os.path.exists(os.path.join(out_dir, MANIFEST)):
+    logging.info("Reusing prepared corpus %s.", out_dir)
+    return PreparedCorpus.load(out_dir)
+  try:
+    return prepare_corpus(corpus, tokenization, out_dir, min_count=min_count,
+                          max_vocab=max_vocab, on_bad_line=on_bad_line,
+                          lines_per_shard=lines_per_shard)
+  except (OSError, corpora.CorpusError):
+    # Another process (e.g. another worker) may have finished first.
+    if os.path.exists(os.path.join(out_dir, MANIFEST)):
+      return PreparedCorpus.load(out_dir)
+    raise
