@@ -1,0 +1,209 @@
+"""One projected LSTM layer (LSTMP, Sak et al. 2014) over whole sequences."""
+
+import keras
+import tensorflow as tf
+
+from elmo_tf import config as config_lib
+
+
+@keras.saving.register_keras_serializable(package="elmo_tf")
+class ProjectedLSTM(keras.layers.Layer):
+  """An LSTM with a projected, clipped output, run over a whole sequence.
+
+  The equations are those of TF1's `LSTMCell(num_proj=..., cell_clip=...,
+  proj_clip=...)` used by bilm-tf, per time step:
+
+  ```
+  z = [x, h_prev] @ kernel + bias           # gates i, j, f, o
+  c = sigmoid(f + forget_bias) * c_prev + sigmoid(i) * tanh(j)
+  c = clip(c, -cell_clip, cell_clip)
+  h = clip((sigmoid(o) * tanh(c)) @ projection, -projection_clip, +)
+  ```
+
+  The input part `x @ kernel[:input_dim]` is computed for all steps in one
+  matmul; only `h @ kernel[input_dim:]` runs inside a `tf.while_loop`.
+
+  Masking assumes right padding (real tokens first). At masked steps the
+  state is carried unchanged and the output is zero. With
+  `go_backwards=True` every row's real tokens are read from the last to the
+  first (`tf.reverse_sequence` with lengths from the mask) and the outputs
+  are put back at their original positions, so a sentence gives the same
+  outputs whatever the padding; the final state is then the state after
+  reading the first token.
+
+  Weights (bilm-tf `RNN_d/RNN/MultiRNNCell/Cell{l}/LSTMCell/...`):
+  `kernel` = `W_0` (input_dim + projection_dim, 4 * cell_dim), rows
+  [input; h], gate columns i, j, f, o; `bias` = `B` (4 * cell_dim), the
+  forget bias is not stored; `projection` = `W_P_0` (cell_dim,
+  projection_dim).
+
+  Under a mixed precision policy the math runs in the compute dtype; the
+  returned states are always float32.
+
+  Args:
+    cell_dim: size of the memory cell.
+    projection_dim: size of the output / recurrent state `h`.
+    cell_clip: clip value of the cell (0: no clip).
+    projection_clip: clip value of the output (0: no clip).
+    forget_bias: added to the forget-gate pre-activation at run time.
+    Unset clips and forget bias take their defaults from `LSTMConfig`.
+    **kwargs: standard `keras.layers.Layer` arguments.
+
+  Call arguments:
+    inputs: (batch, time, input_dim).
+    mask: optional (batch, time) bool, right padded.
+    initial_state: optional tuple (h (batch, projection_dim),
+      c (batch, cell_dim)); zeros by default.
+    go_backwards: read each row's real tokens right to left.
+    training: unused (no dropout inside the layer).
+
+  Returns:
+    (outputs (batch, time, projection_dim), (h_final, c_final)).
+
+  Example:
+  ```python
+  lstm = ProjectedLSTM(cell_dim=32, projection_dim=8, name="forward_lstm_0")
+  x = tf.random.normal((2, 5, 8))
+  mask = tf.sequence_mask([5, 3], 5)
+  outputs, (h, c) = lstm(x, mask=mask)  # (2, 5, 8), (2, 8), (2, 32)
+  ```
+  """
+
+  def __init__(self,
+               cell_dim,
+               projection_dim,
+               cell_clip=None,
+               projection_clip=None,
+               forget_bias=None,
+               **kwargs):
+    super().__init__(**kwargs)
+    defaults = config_lib.LSTMConfig()
+    self.cell_dim = int(cell_dim)
+    self.projection_dim = int(projection_dim)
+    self.cell_clip = float(
+        defaults.cell_clip if cell_clip is None else cell_clip)
+    self.projection_clip = float(
+        defaults.projection_clip if projection_clip is None
+        else projection_clip)
+    self.forget_bias = float(
+        defaults.forget_bias if forget_bias is None else forget_bias)
+    self.input_dim = None
+
+  def build(self, input_shape):
+    input_dim = input_shape[-1]
+    if input_dim is None:
+      raise ValueError(
+          f"ProjectedLSTM {self.name!r}: the last input dimension must be "
+          f"known; got input shape {input_shape}.")
+    self.input_dim = int(input_dim)
+    self.kernel = self.add_weight(
+        name="kernel",
+        shape=(self.input_dim + self.projection_dim, 4 * self.cell_dim),
+        initializer="glorot_uniform")
+    self.bias = self.add_weight(
+        name="bias", shape=(4 * self.cell_dim,), initializer="zeros")
+    self.projection = self.add_weight(
+        name="projection", shape=(self.cell_dim, self.projection_dim),
+        initializer="glorot_uniform")
+    self.built = True
+
+  def get_initial_state(self, batch_size):
+    """Zero state: (h (batch, projection_dim), c (batch, cell_dim)) float32."""
+    return (tf.zeros((batch_size, self.projection_dim), tf.float32),
+            tf.zeros((batch_size, self.cell_dim), tf.float32))
+
+  def call(self, inputs, mask=None, initial_state=None, go_backwards=False,
+           training=None):
+    dtype = self.compute_dtype
+    x = tf.cast(inputs, dtype)  # (batch, time, input_dim)
+    batch_size = tf.shape(x)[0]
+    n_steps = tf.shape(x)[1]
+    if mask is None:
+      mask = tf.ones((batch_size, n_steps), tf.bool)
+    mask = tf.cast(mask, tf.bool)  # (batch, time)
+    if initial_state is None:
+      initial_state = self.get_initial_state(batch_size)
+    h0, c0 = initial_state
+    h0 = tf.cast(h0, dtype)  # (batch, projection_dim)
+    c0 = tf.cast(c0, dtype)  # (batch, cell_dim)
+
+    if go_backwards:
+      lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)  # (batch,)
+      x = tf.reverse_sequence(x, lengths, seq_axis=1, batch_axis=0)
+
+    kernel = tf.cast(self.kernel, dtype)
+    input_kernel = kernel[:self.input_dim]  # (input_dim, 4 * cell)
+    recurrent_kernel = kernel[self.input_dim:]  # (projection_dim, 4 * cell)
+    bias = tf.cast(self.bias, dtype)
+    projection = tf.cast(self.projection, dtype)  # (cell, projection_dim)
+
+    # Input contribution of every step at once, time major:
+    # (time, batch, 4 * cell).
+    x_time_major = tf.transpose(x, (1, 0, 2))
+    input_gates = tf.tensordot(x_time_major, input_kernel, axes=1) + bias
+    mask_time_major = tf.transpose(mask, (1, 0))[:, :, None]  # (time, batch, 1)
+    # TensorArrays (not slices of captured tensors) keep the gradient of the
+    # loop linear in time.
+    input_gates_ta = tf.TensorArray(
+        dtype, size=n_steps,
+        element_shape=tf.TensorShape([None, 4 * self.cell_dim])).unstack(
+            input_gates)
+    mask_ta = tf.TensorArray(
+        tf.bool, size=n_steps,
+        element_shape=tf.TensorShape([None, 1])).unstack(mask_time_major)
+
+    forget_bias = tf.constant(self.forget_bias, dtype)
+    cell_clip = self.cell_clip
+    projection_clip = self.projection_clip
+
+    def step(t, h_prev, c_prev, outputs):
+      # h_prev: (batch, projection_dim), c_prev: (batch, cell)
+      z = input_gates_ta.read(t) + tf.matmul(h_prev, recurrent_kernel)
+      i, j, f, o = tf.split(z, 4, axis=-1)  # each (batch, cell)
+      c = tf.sigmoid(f + forget_bias) * c_prev + tf.sigmoid(i) * tf.tanh(j)
+      if cell_clip:
+        c = tf.clip_by_value(c, -cell_clip, cell_clip)
+      m = tf.sigmoid(o) * tf.tanh(c)  # (batch, cell)
+      h = tf.matmul(m, projection)  # (batch, projection_dim)
+      if projection_clip:
+        h = tf.clip_by_value(h, -projection_clip, projection_clip)
+      keep = mask_ta.read(t)  # (batch, 1)
+      h_next = tf.where(keep, h, h_prev)
+      c_next = tf.where(keep, c, c_prev)
+      outputs = outputs.write(t, tf.where(keep, h, tf.zeros_like(h)))
+      return t + 1, h_next, c_next, outputs
+
+    outputs = tf.TensorArray(dtype, size=n_steps,
+                             element_shape=tf.TensorShape(
+                                 [None, self.projection_dim]))
+    _, h_final, c_final, outputs = tf.while_loop(
+        lambda t, *_: t < n_steps, step,
+        (tf.constant(0), h0, c0, outputs),
+        maximum_iterations=n_steps)  # Bounds the loop for XLA.
+    outputs = tf.transpose(outputs.stack(), (1, 0, 2))  # (batch, time, proj)
+    if go_backwards:
+      outputs = tf.reverse_sequence(outputs, lengths, seq_axis=1, batch_axis=0)
+    state = (tf.cast(h_final, tf.float32), tf.cast(c_final, tf.float32))
+    return outputs, state
+
+  def compute_mask(self, inputs, mask=None):
+    # Outputs are zero at masked steps; no Keras mask is attached to them.
+    return None
+
+  def compute_output_shape(self, input_shape, initial_state_shape=None):
+    batch = input_shape[0]
+    return (
+        (batch, input_shape[1], self.projection_dim),
+        ((batch, self.projection_dim), (batch, self.cell_dim)),
+    )
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        "cell_dim": self.cell_dim,
+        "projection_dim": self.projection_dim,
+        "cell_clip": self.cell_clip,
+        "projection_clip": self.projection_clip,
+        "forget_bias": self.forget_bias,
+    })
+    return config

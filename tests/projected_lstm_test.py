@@ -1,0 +1,202 @@
+"""Tests for elmo_tf.layers.projected_lstm against a NumPy reference."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from elmo_tf.layers.projected_lstm import ProjectedLSTM
+
+
+def _sigmoid(x):
+  return 1.0 / (1.0 + np.exp(-x))
+
+
+def _reference_lstmp(x, lengths, kernel, bias, projection, h0, c0, *,
+                     forget_bias, cell_clip, projection_clip, go_backwards):
+  """TF1 LSTMCell(num_proj, cell_clip, proj_clip) row by row, in NumPy."""
+  batch, n_steps, _ = x.shape
+  proj = projection.shape[1]
+  outputs = np.zeros((batch, n_steps, proj), np.float64)
+  h_final = np.array(h0, np.float64)
+  c_final = np.array(c0, np.float64)
+  for b in range(batch):
+    h, c = h_final[b].copy(), c_final[b].copy()
+    steps = range(lengths[b])
+    if go_backwards:
+      steps = reversed(steps)
+    for t in steps:
+      z = np.concatenate([x[b, t], h]) @ kernel + bias
+      i, j, f, o = np.split(z, 4)
+      c = _sigmoid(f + forget_bias) * c + _sigmoid(i) * np.tanh(j)
+      c = np.clip(c, -cell_clip, cell_clip)
+      m = _sigmoid(o) * np.tanh(c)
+      h = np.clip(m @ projection, -projection_clip, projection_clip)
+      outputs[b, t] = h
+    h_final[b], c_final[b] = h, c
+  return outputs, h_final, c_final
+
+
+class ProjectedLSTMTest(tf.test.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.rng = np.random.default_rng(1234)
+    self.batch, self.time, self.input_dim = 4, 6, 5
+    self.cell_dim, self.projection_dim = 7, 3
+    self.lengths = np.array([6, 4, 1, 0])
+    self.x = self.rng.normal(size=(self.batch, self.time, self.input_dim))
+    self.x = self.x.astype(np.float32)
+    self.mask = np.arange(self.time)[None, :] < self.lengths[:, None]
+    self.h0 = self.rng.normal(size=(self.batch, self.projection_dim)).astype(
+        np.float32) * 0.5
+    self.c0 = self.rng.normal(size=(self.batch, self.cell_dim)).astype(
+        np.float32)
+
+  def _make_layer(self, **kwargs):
+    layer = ProjectedLSTM(cell_dim=self.cell_dim,
+                          projection_dim=self.projection_dim,
+                          cell_clip=0.8, projection_clip=0.25,
+                          forget_bias=1.0, name="lstm", **kwargs)
+    layer.build((None, None, self.input_dim))
+    # Large weights so that both clips are active.
+    layer.kernel.assign(self.rng.normal(
+        size=layer.kernel.shape).astype(np.float32) * 1.5)
+    layer.bias.assign(self.rng.normal(size=layer.bias.shape).astype(
+        np.float32))
+    layer.projection.assign(self.rng.normal(
+        size=layer.projection.shape).astype(np.float32))
+    return layer
+
+  def _check_against_reference(self, go_backwards):
+    layer = self._make_layer()
+    outputs, (h, c) = layer(
+        tf.constant(self.x), mask=tf.constant(self.mask),
+        initial_state=(tf.constant(self.h0), tf.constant(self.c0)),
+        go_backwards=go_backwards)
+    ref_out, ref_h, ref_c = _reference_lstmp(
+        self.x.astype(np.float64), self.lengths, layer.kernel.numpy(),
+        layer.bias.numpy(), layer.projection.numpy(), self.h0, self.c0,
+        forget_bias=1.0, cell_clip=0.8, projection_clip=0.25,
+        go_backwards=go_backwards)
+    # The clips must actually have been exercised by this data.
+    self.assertAllClose(np.abs(ref_c[:2]).max(), 0.8)
+    self.assertAllClose(np.abs(ref_out).max(), 0.25)
+    self.assertAllClose(outputs, ref_out, atol=1e-5)
+    self.assertAllClose(h, ref_h, atol=1e-5)
+    self.assertAllClose(c, ref_c, atol=1e-5)
+    # Masked steps: zero output; the empty row keeps its initial state.
+    self.assertAllEqual(outputs.numpy()[~self.mask],
+                        np.zeros((int((~self.mask).sum()),
+                                  self.projection_dim)))
+    self.assertAllClose(h[3], self.h0[3])
+    self.assertAllClose(c[3], self.c0[3])
+
+  def test_forward_matches_numpy_reference(self):
+    self._check_against_reference(go_backwards=False)
+
+  def test_backward_matches_numpy_reference(self):
+    self._check_against_reference(go_backwards=True)
+
+  def test_padding_does_not_change_outputs(self):
+    layer = self._make_layer()
+    for go_backwards in (False, True):
+      padded, (h, c) = layer(tf.constant(self.x), mask=tf.constant(self.mask),
+                             go_backwards=go_backwards)
+      # Row 1 alone, without its padding.
+      alone, (h1, c1) = layer(tf.constant(self.x[1:2, :4]),
+                              go_backwards=go_backwards)
+      self.assertAllClose(padded[1, :4], alone[0], atol=1e-6)
+      self.assertAllClose(h[1], h1[0], atol=1e-6)
+      self.assertAllClose(c[1], c1[0], atol=1e-6)
+
+  def test_default_state_is_zero_and_state_is_float32(self):
+    layer = self._make_layer()
+    outputs, (h, c) = layer(tf.constant(self.x))
+    zero = (tf.zeros((self.batch, self.projection_dim)),
+            tf.zeros((self.batch, self.cell_dim)))
+    outputs_zero, _ = layer(tf.constant(self.x), initial_state=zero)
+    self.assertAllClose(outputs, outputs_zero)
+    self.assertEqual(outputs.shape,
+                     (self.batch, self.time, self.projection_dim))
+    self.assertEqual(h.dtype, tf.float32)
+    self.assertEqual(c.shape, (self.batch, self.cell_dim))
+
+  def test_state_carries_across_calls(self):
+    layer = self._make_layer()
+    x = tf.constant(self.x[:2])
+    full, (h_full, c_full) = layer(x)
+    first, state = layer(x[:, :2])
+    second, (h2, c2) = layer(x[:, 2:], initial_state=state)
+    self.assertAllClose(tf.concat([first, second], axis=1), full, atol=1e-6)
+    self.assertAllClose(h2, h_full, atol=1e-6)
+    # Backward: read the later window first and carry its state leftwards.
+    full_b, (hb, _) = layer(x, go_backwards=True)
+    later, state = layer(x[:, 2:], go_backwards=True)
+    earlier, (hb2, _) = layer(x[:, :2], initial_state=state,
+                              go_backwards=True)
+    self.assertAllClose(tf.concat([earlier, later], axis=1), full_b,
+                        atol=1e-6)
+    self.assertAllClose(hb2, hb, atol=1e-6)
+
+  def test_gradients_in_tf_function(self):
+    layer = self._make_layer()
+    x = tf.constant(self.x)
+    mask = tf.constant(self.mask)
+
+    @tf.function
+    def grads(x):
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        outputs, (h, c) = layer(x, mask=mask, go_backwards=True)
+        loss = tf.reduce_sum(outputs ** 2) + tf.reduce_sum(c)
+      return tape.gradient(loss, [x] + layer.trainable_variables)
+
+    results = grads(x)
+    self.assertLen(results, 4)
+    for g in results:
+      self.assertIsNotNone(g)
+      self.assertGreater(float(tf.reduce_sum(tf.abs(g))), 0.0)
+    # Padding positions get no gradient.
+    self.assertAllEqual(results[0].numpy()[~self.mask],
+                        np.zeros((int((~self.mask).sum()), self.input_dim)))
+
+  def test_config_round_trip(self):
+    layer = ProjectedLSTM(cell_dim=9, projection_dim=4, cell_clip=2.0,
+                          projection_clip=0.0, forget_bias=0.5, name="x")
+    clone = ProjectedLSTM.from_config(layer.get_config())
+    self.assertEqual(clone.get_config(), layer.get_config())
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(layer))
+    self.assertIsInstance(restored, ProjectedLSTM)
+    self.assertEqual(restored.projection_clip, 0.0)
+
+  def test_weight_shapes_follow_bilm_tf_layout(self):
+    layer = self._make_layer()
+    self.assertEqual(tuple(layer.kernel.shape),
+                     (self.input_dim + self.projection_dim, 4 * self.cell_dim))
+    self.assertEqual(tuple(layer.bias.shape), (4 * self.cell_dim,))
+    self.assertEqual(tuple(layer.projection.shape),
+                     (self.cell_dim, self.projection_dim))
+    self.assertEqual([v.name for v in layer.weights],
+                     ["kernel", "bias", "projection"])
+
+  def test_mixed_bfloat16(self):
+    try:
+      keras.mixed_precision.set_global_policy("mixed_bfloat16")
+      layer = ProjectedLSTM(cell_dim=self.cell_dim,
+                            projection_dim=self.projection_dim,
+                            cell_clip=0.8, projection_clip=0.25)
+      outputs, (h, c) = layer(tf.constant(self.x), mask=tf.constant(self.mask))
+    finally:
+      keras.mixed_precision.set_global_policy("float32")
+    self.assertEqual(layer.kernel.dtype, "float32")
+    self.assertEqual(outputs.dtype, tf.bfloat16)
+    self.assertEqual(h.dtype, tf.float32)
+    # Clips hold up to bfloat16 rounding (8 bits of mantissa).
+    self.assertLessEqual(float(tf.reduce_max(tf.abs(c))), 0.8 * (1 + 2**-7))
+    self.assertLessEqual(float(tf.reduce_max(tf.abs(
+        tf.cast(outputs, tf.float32)))), 0.25 * (1 + 2**-7))
+
+
+if __name__ == "__main__":
+  tf.test.main()

@@ -1,0 +1,133 @@
+"""Tests for elmo_tf.layers.sampled_softmax."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from elmo_tf.layers import sampled_softmax
+from elmo_tf.layers.sampled_softmax import SampledSoftmax
+
+
+def _log_softmax_without_padding(logits):
+  logits = logits[:, 1:]
+  lse = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1))
+  return logits - logits.max(-1, keepdims=True) - lse[:, None]
+
+
+class SampledSoftmaxTest(tf.test.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    keras.utils.set_random_seed(5)
+    self.vocab_size, self.dim, self.n = 40, 8, 300
+    rng = np.random.default_rng(5)
+    self.hidden = tf.constant(rng.normal(size=(self.n, self.dim)), tf.float32)
+    targets = rng.integers(1, self.vocab_size + 1, size=self.n)
+    targets[:7] = 0  # Some rows without a target.
+    self.targets = tf.constant(targets, tf.int32)
+
+  def _layer(self, n_negative_samples=10):
+    layer = SampledSoftmax(self.vocab_size, n_negative_samples, name="softmax")
+    layer.build((None, self.dim))
+    layer.bias.assign(np.linspace(-1, 1, self.vocab_size + 1))
+    return layer
+
+  def test_rejects_too_many_negatives(self):
+    for n in (40, 41, 0):
+      with self.assertRaisesRegex(ValueError, "n_negative_samples"):
+        SampledSoftmax(self.vocab_size, n)
+    SampledSoftmax(self.vocab_size, 39)
+
+  def test_full_softmax_matches_numpy(self):
+    layer = self._layer()
+    losses = layer(self.hidden, self.targets, training=False).numpy()
+    logits = (self.hidden.numpy() @ layer.kernel.numpy().T
+              + layer.bias.numpy())
+    log_probs = _log_softmax_without_padding(logits.astype(np.float64))
+    targets = self.targets.numpy()
+    expected = np.where(
+        targets > 0, -log_probs[np.arange(self.n), np.maximum(targets, 1) - 1],
+        0.0)
+    self.assertAllClose(losses, expected, atol=1e-4)
+    self.assertEqual(losses.dtype, np.float32)
+    # full_log_probs: padding class has ~zero probability, rows normalized.
+    full = layer.full_log_probs(self.hidden).numpy()
+    self.assertEqual(full.shape, (self.n, self.vocab_size + 1))
+    self.assertAllClose(full[:, 1:], log_probs, atol=1e-4)
+    self.assertAllClose(np.exp(full).sum(-1), np.ones(self.n), atol=1e-5)
+
+  def test_blocked_full_softmax_equals_unblocked(self):
+    layer = self._layer()
+    whole = layer(self.hidden, self.targets, training=False)
+    old = sampled_softmax._FULL_SOFTMAX_BLOCK
+    try:
+      sampled_softmax._FULL_SOFTMAX_BLOCK = 7  # 41 classes -> 6 blocks.
+      blocked = layer(self.hidden, self.targets, training=False)
+    finally:
+      sampled_softmax._FULL_SOFTMAX_BLOCK = old
+    self.assertAllClose(blocked, whole, atol=1e-5)
+
+  def test_sampled_loss_approximates_full_with_many_negatives(self):
+    layer = self._layer(n_negative_samples=self.vocab_size - 1)
+    full = layer(self.hidden, self.targets, training=False).numpy()
+    sampled = np.mean([layer(self.hidden, self.targets, training=True).numpy()
+                       for _ in range(5)], axis=0)
+    self.assertAllEqual(sampled[:7], np.zeros(7))
+    self.assertAllClose(sampled.mean(), full.mean(), rtol=0.03)
+
+  def test_sampled_loss_trains_and_never_samples_padding(self):
+    layer = self._layer(n_negative_samples=5)
+    optimizer = keras.optimizers.Adam(0.05)
+    # Learnable data: each target has its own hidden vector (up to noise).
+    rng = np.random.default_rng(6)
+    prototypes = rng.normal(size=(self.vocab_size + 1, self.dim)) * 2
+    targets = self.targets.numpy()
+    hidden = tf.constant(prototypes[targets] + 0.1 * rng.normal(
+        size=(self.n, self.dim)), tf.float32)
+
+    @tf.function
+    def step():
+      with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(layer(hidden, self.targets, training=True))
+      grads = tape.gradient(loss, layer.trainable_variables)
+      optimizer.apply_gradients(zip(grads, layer.trainable_variables))
+      return loss
+
+    full_before = float(tf.reduce_mean(
+        layer(hidden, self.targets, training=False)))
+    losses = [float(step()) for _ in range(60)]
+    full_after = float(tf.reduce_mean(
+        layer(hidden, self.targets, training=False)))
+    self.assertTrue(np.all(np.isfinite(losses)))
+    self.assertLess(np.mean(losses[-10:]), np.mean(losses[:10]))
+    self.assertLess(full_after, full_before)
+    # Class 0 is never a sampled negative nor a target: no gradient reaches
+    # its softmax row.
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(layer(hidden, self.targets, training=True))
+    kernel_grad = tf.convert_to_tensor(tape.gradient(loss, layer.kernel))
+    self.assertAllEqual(kernel_grad[0], np.zeros(self.dim))
+
+  def test_float32_under_mixed_precision(self):
+    try:
+      keras.mixed_precision.set_global_policy("mixed_bfloat16")
+      layer = SampledSoftmax(self.vocab_size, 10)
+      losses = layer(tf.cast(self.hidden, tf.bfloat16), self.targets,
+                     training=True)
+    finally:
+      keras.mixed_precision.set_global_policy("float32")
+    self.assertEqual(layer.compute_dtype, "float32")
+    self.assertEqual(losses.dtype, tf.float32)
+
+  def test_config_round_trip(self):
+    layer = SampledSoftmax(100, 17, name="softmax")
+    clone = SampledSoftmax.from_config(layer.get_config())
+    self.assertEqual(clone.get_config(), layer.get_config())
+    self.assertEqual(clone.num_classes, 101)
+    clone.build((None, 4))
+    self.assertEqual(tuple(clone.kernel.shape), (101, 4))
+    self.assertEqual(tuple(clone.bias.shape), (101,))
+
+
+if __name__ == "__main__":
+  tf.test.main()
