@@ -1,0 +1,54 @@
+"""Analytic FLOP counts of the biLM, for model-FLOPs-utilization figures.
+
+Counts multiply-adds of the matmul-like work (2 FLOPs each); elementwise
+work is ignored, as is usual for MFU. Training costs ~3x the forward pass
+(forward, and backward with respect to activations and weights).
+"""
+
+from elmo_tf import config as config_lib
+
+
+def encoder_macs_per_token(model: config_lib.ModelConfig) -> float:
+  """Character CNN + highway + projection, per token encoded."""
+  cnn = model.char_cnn
+  convs = sum((cnn.max_characters_per_token - width + 1) * width *
+              cnn.embedding_dim * n for width, n in cnn.filters)
+  n_filters = cnn.n_filters
+  highway = cnn.n_highway * 2 * n_filters * n_filters
+  projection = n_filters * model.lstm.projection_dim
+  return float(convs + highway + projection)
+
+
+def lstm_macs_per_token(model: config_lib.ModelConfig) -> float:
+  """All LSTM layers of both directions, per token."""
+  lstm = model.lstm
+  per_layer = ((lstm.projection_dim + lstm.projection_dim) * 4 * lstm.cell_dim
+               + lstm.cell_dim * lstm.projection_dim)
+  return float(2 * lstm.n_layers * per_layer)
+
+
+def softmax_macs_per_token(model: config_lib.ModelConfig) -> float:
+  """Sampled softmax of both directions: each token's hidden state against
+  the shared negatives plus its own target row."""
+  return float(2 * model.lstm.projection_dim * (model.n_negative_samples + 1))
+
+
+def training_flops_per_token(model: config_lib.ModelConfig,
+                             encoded_fraction: float = 1.0) -> dict:
+  """FLOPs of one training step, per target token (one direction counted).
+
+  Args:
+    model: the model config.
+    encoded_fraction: tokens actually run through the character encoder per
+      batch token (distinct tokens / tokens when the batch is deduplicated).
+  """
+  encoder = encoder_macs_per_token(model) * encoded_fraction
+  lstm = lstm_macs_per_token(model)
+  softmax = softmax_macs_per_token(model)
+  forward_macs = encoder + lstm + softmax
+  return {
+      "encoder_macs": encoder,
+      "lstm_macs": lstm,
+      "softmax_macs": softmax,
+      "train_flops": 3 * 2 * forward_macs,
+  }

@@ -1,0 +1,158 @@
+"""Pretrains an ELMo biLM.
+
+  python -m bin.train --corpus=ptb --preset=cpu_small --model_dir=runs/ptb
+  bazel run //bin:train -- --corpus=ptb --preset=tiny --max_steps=100 \
+      --model_dir=runs/tiny
+
+Re-running the same command resumes from the latest checkpoint in
+--model_dir. Every config value can be overridden with --set, e.g.
+--set=model.lstm.cell_dim=512 --set=train.log_every_steps=10.
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from bin import flag_utils
+from elmo_tf import config as config_lib
+
+_CORPUS = flags.DEFINE_string(
+    "corpus", "ptb", "Built-in corpus name (ptb, peoples_daily), "
+    "comma-separated files/globs of one-sentence-per-line text, or a directory "
+    "written by bin/prepare_corpus.")
+_MODEL_DIR = flags.DEFINE_string(
+    "model_dir", "runs/ptb_cpu_small",
+    "Where checkpoints, config.json, vocab.txt and TensorBoard logs go.")
+_PRESET = flags.DEFINE_enum(
+    "preset", "cpu_small", sorted(config_lib.PRESETS), "Model size preset.")
+_CONFIG = flags.DEFINE_string(
+    "config", None, "A config.json (ExperimentConfig) to start from instead "
+    "of the preset.")
+_CACHE_DIR = flags.DEFINE_string(
+    "cache_dir", None, "Where built-in and glob corpora are prepared "
+    "(default $ELMO_TF_CACHE or ~/.cache/elmo_tf/corpora).")
+_SET = flags.DEFINE_multi_string(
+    "set", [], "Override any config value: dotted.path=JSON_VALUE, e.g. "
+    "model.lstm.cell_dim=512 or model.char_cnn.filters=[[1,32],[2,64]].")
+
+# Shortcuts for the most used config values: flag name -> dotted config path.
+_SHORTCUTS = {
+    "tokenization": ("data.tokenization", flags.DEFINE_enum, "whitespace",
+                     ["whitespace", "segmented", "chinese_chars", "jieba"],
+                     "How lines are split into tokens."),
+    "batching": ("data.batching", flags.DEFINE_enum, "sentences",
+                 ["sentences", "stream"],
+                 "sentences: stateless, each sentence with <S>/</S>; stream: "
+                 "bilm-tf windows with LSTM state carried across batches."),
+    "batch_size": ("data.batch_size", flags.DEFINE_integer, 128, None,
+                   "Global batch size (sentences or parallel streams)."),
+    "unroll_steps": ("data.unroll_steps", flags.DEFINE_integer, 20, None,
+                     "Window length in stream mode."),
+    "min_count": ("data.min_count", flags.DEFINE_integer, 1, None,
+                  "Minimum count for a vocabulary word."),
+    "max_vocab": ("data.max_vocab", flags.DEFINE_integer, 0, None,
+                  "Largest vocabulary incl. specials (0: no limit)."),
+    "on_bad_line": ("data.on_bad_line", flags.DEFINE_enum, "error",
+                    ["error", "skip"], "What to do with invalid UTF-8 lines."),
+    "epochs": ("train.epochs", flags.DEFINE_integer, 10, None,
+               "Epochs over the training split (when --max_steps is 0)."),
+    "max_steps": ("train.max_steps", flags.DEFINE_integer, 0, None,
+                  "Stop after this many steps (0: use --epochs)."),
+    "learning_rate": ("train.learning_rate", flags.DEFINE_float, 0.2, None,
+                      "Learning rate."),
+    "optimizer": ("train.optimizer", flags.DEFINE_enum, "adagrad",
+                  ["adagrad", "adam", "sgd"], "Optimizer."),
+    "clip_norm": ("train.clip_norm", flags.DEFINE_float, 10.0, None,
+                  "Global gradient-norm clipping."),
+    "seed": ("train.seed", flags.DEFINE_integer, 42, None, "Random seed."),
+    "mixed_precision": ("train.mixed_precision", flags.DEFINE_enum, "float32",
+                        ["float32", "mixed_bfloat16"],
+                        "mixed_bfloat16 uses this CPU's AMX units."),
+    "jit_compile": ("train.jit_compile", flags.DEFINE_bool, False, None,
+                    "Compile the train step with XLA."),
+    "distribution": ("train.distribution", flags.DEFINE_enum, "default",
+                     ["default", "mirrored", "multi_worker"],
+                     "tf.distribute strategy; multi_worker reads TF_CONFIG."),
+    "log_every_steps": ("train.log_every_steps", flags.DEFINE_integer, 50,
+                        None, "Summary / progress interval."),
+    "checkpoint_every_steps": ("train.checkpoint_every_steps",
+                               flags.DEFINE_integer, 500, None,
+                               "Checkpoint interval."),
+    "eval_every_steps": ("train.eval_every_steps", flags.DEFINE_integer, 2000,
+                         None, "Validation interval (0: only at the end)."),
+    "n_negative_samples": ("model.n_negative_samples", flags.DEFINE_integer,
+                           8192, None, "Sampled-softmax negatives per batch."),
+    "dropout": ("model.dropout", flags.DEFINE_float, 0.1, None,
+                "Dropout on LSTM inputs and before the softmax."),
+    "token_encoder": ("model.token_encoder", flags.DEFINE_enum, "chars",
+                      ["chars", "tokens", "concat", "sum"],
+                      "How layer 0 is built."),
+    "n_layers": ("model.lstm.n_layers", flags.DEFINE_integer, 2, None,
+                 "LSTM layers per direction."),
+    "cell_dim": ("model.lstm.cell_dim", flags.DEFINE_integer, 4096, None,
+                 "LSTM cells."),
+    "projection_dim": ("model.lstm.projection_dim", flags.DEFINE_integer, 512,
+                       None, "LSTM projection (and token vector) size."),
+    "n_highway": ("model.char_cnn.n_highway", flags.DEFINE_integer, 2, None,
+                  "Highway layers in the character encoder."),
+}
+for _name, (_path, _define, _default, _enum, _help) in _SHORTCUTS.items():
+  _help = f"{_help} (config {_path}; default from the preset)"
+  if _enum is not None:
+    _define(_name, _default, _enum, _help)
+  else:
+    _define(_name, _default, _help)
+
+
+def build_config(model_dir: str) -> config_lib.ExperimentConfig:
+  """Saved config (when resuming) or preset, then explicit flags on top."""
+  saved = os.path.join(model_dir, "config.json")
+  if _CONFIG.value:
+    config = config_lib.ExperimentConfig.load(
+        flag_utils.resolve_path(_CONFIG.value))
+  elif os.path.exists(saved) and not flag_utils.explicitly_set("preset"):
+    logging.info("Resuming with the config saved in %s.", saved)
+    config = config_lib.ExperimentConfig.load(saved)
+  else:
+    config = config_lib.ExperimentConfig(
+        model=config_lib.preset(_PRESET.value))
+  overrides = {}
+  if flag_utils.explicitly_set("corpus") or not os.path.exists(saved):
+    overrides["data.corpus"] = flag_utils.resolve_corpus(_CORPUS.value)
+  for name, (path, *_rest) in _SHORTCUTS.items():
+    if flag_utils.explicitly_set(name):
+      overrides[path] = flags.FLAGS[name].value
+  for item in _SET.value:
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise app.UsageError(f"--set expects key=value, got {item!r}.")
+    overrides[key.strip()] = value
+  try:
+    return config_lib.apply_overrides(config, overrides)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  model_dir = flag_utils.resolve_path(_MODEL_DIR.value)
+  config = build_config(model_dir)
+  from elmo_tf import trainer  # Imported late: TensorFlow start-up is slow.
+  results = trainer.train(
+      config, model_dir,
+      cache_root=flag_utils.resolve_path(_CACHE_DIR.value) if _CACHE_DIR.value
+      else None)
+  logging.info("Validation: %s", json.dumps(results, sort_keys=True))
+  print(f"\nCheckpoints and config: {model_dir}\n"
+        f"TensorBoard logs:       {model_dir}/train, {model_dir}/validation\n"
+        f"Watch training with:    tensorboard --logdir {model_dir}\n"
+        f"Validation perplexity:  forward {results['forward_perplexity']:.2f}, "
+        f"backward {results['backward_perplexity']:.2f}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,576 @@
+"""Pretraining loop for the biLM: checkpoints, summaries, evaluation.
+
+`train(config, model_dir)` is the one entry point used by `bin/train`; it
+prepares the corpus on first use, builds the model under the requested
+distribution strategy, restores the latest checkpoint (so re-running the same
+command resumes at the same step and data position) and trains.
+
+Layout of `model_dir`:
+  config.json        the full ExperimentConfig (vocab_size filled in)
+  vocab.txt          the vocabulary the model was trained with
+  ckpt-N.*           tf.train.Checkpoint: model, optimizer, step, data iterator
+  train/, validation/  TensorBoard event files
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from typing import Any
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from elmo_tf import config as config_lib
+from elmo_tf import data as data_lib
+from elmo_tf import prepare as prepare_lib
+from elmo_tf import vocab as vocab_lib
+from elmo_tf.models import bilm as bilm_lib
+
+CONFIG_FILENAME = "config.json"
+VOCAB_FILENAME = "vocab.txt"
+
+
+class TrainingError(RuntimeError):
+  """Training cannot go on (non-finite loss, incompatible resume...)."""
+
+
+# ---------------------------------------------------------------------------
+# Set-up helpers.
+
+
+def make_strategy(distribution: str) -> tf.distribute.Strategy:
+  """Returns the tf.distribute strategy named by `TrainConfig.distribution`."""
+  if distribution == "default":
+    return tf.distribute.get_strategy()
+  if distribution == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if distribution == "multi_worker":
+    if "TF_CONFIG" not in os.environ:
+      raise TrainingError(
+          "distribution=multi_worker needs the TF_CONFIG environment variable "
+          "describing the cluster and this worker's task.")
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  raise ValueError(f"Unknown distribution {distribution!r}; choose default, "
+                   "mirrored or multi_worker.")
+
+
+def set_precision(mixed_precision: str) -> None:
+  if mixed_precision not in ("float32", "mixed_bfloat16"):
+    raise ValueError(f"Unknown mixed_precision {mixed_precision!r}; choose "
+                     "float32 or mixed_bfloat16.")
+  keras.mixed_precision.set_global_policy(mixed_precision)
+
+
+def _file_sha256(path: str) -> str:
+  with tf.io.gfile.GFile(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.task_type:
+    return True
+  return resolver.task_type == "chief" or (
+      resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def _write_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
+  """Non-chief workers write checkpoints to a private temporary directory."""
+  if _is_chief(strategy):
+    return model_dir
+  resolver = strategy.cluster_resolver
+  return os.path.join(model_dir, "workers",
+                      f"{resolver.task_type}_{resolver.task_id}")
+
+
+def check_or_write_model_dir(config: config_lib.ExperimentConfig,
+                             model_dir: str,
+                             vocab: vocab_lib.Vocabulary) -> None:
+  """Writes config.json and vocab.txt, or checks a resumed run matches them.
+
+  Resuming with another vocabulary or another model config is an error that
+  says what differs, rather than a shape mismatch deep inside restore.
+  """
+  tf.io.gfile.makedirs(model_dir)
+  config_path = os.path.join(model_dir, CONFIG_FILENAME)
+  vocab_path = os.path.join(model_dir, VOCAB_FILENAME)
+  if tf.io.gfile.exists(vocab_path):
+    saved = vocab_lib.Vocabulary.load(vocab_path)
+    if saved.tokens != vocab.tokens:
+      raise TrainingError(
+          f"{model_dir} holds a model trained with another vocabulary "
+          f"({saved.size} tokens in {vocab_path}, this corpus gives "
+          f"{vocab.size}). Use a new --model_dir, or the corpus and "
+          "vocabulary options of the original run.")
+  if tf.io.gfile.exists(config_path):
+    saved_config = config_lib.ExperimentConfig.load(config_path)
+    if saved_config.model != config.model:
+      old = saved_config.model.to_dict()
+      new = config.model.to_dict()
+      diffs = _dict_diff(old, new)
+      raise TrainingError(
+          f"{model_dir} holds a checkpoint of a different model; differing "
+          f"model settings (saved -> requested): {diffs}. Use a new "
+          "--model_dir or the original settings.")
+  config.save(config_path)
+  if not tf.io.gfile.exists(vocab_path):
+    vocab.save(vocab_path)
+
+
+def _dict_diff(old: dict, new: dict, prefix: str = "") -> dict[str, Any]:
+  diffs = {}
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key), new.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      diffs.update(_dict_diff(a, b, prefix + key + "."))
+    elif a != b:
+      diffs[prefix + key] = (a, b)
+  return diffs
+
+
+def build_model(model_config: config_lib.ModelConfig) -> bilm_lib.BidirectionalLM:
+  """Builds the biLM and creates its variables with a one-token batch."""
+  model = bilm_lib.BidirectionalLM(model_config)
+  max_chars = model_config.char_cnn.max_characters_per_token
+  dummy = {
+      "token_ids": tf.ones((1, 2), tf.int32),
+      "char_ids": tf.ones((1, 2, max_chars), tf.int32),
+      "mask": tf.ones((1, 2), tf.bool),
+      "forward_targets": tf.ones((1, 2), tf.int32),
+      "backward_targets": tf.ones((1, 2), tf.int32),
+  }
+  model(dummy, training=False)
+  return model
+
+
+def variables_by_path(obj) -> dict[str, tf.Variable]:
+  """{path inside obj: variable} for a Keras model or optimizer.
+
+  Checkpoints are keyed by these fixed paths (every layer has an explicit
+  name), not by Python attribute structure: Keras 3 keeps sub-layers held in
+  lists out of TensorFlow's object graph, so `tf.train.Checkpoint(model=m)`
+  would silently skip them.
+  """
+  result = {}
+  for variable in obj.variables:
+    # Drop the object's own name ("adagrad_3/..." when several optimizers
+    # were made in one process).
+    key = variable.path.split("/", 1)[-1]
+    if key in result:
+      raise ValueError(f"Two variables share the path {variable.path!r}.")
+    result[key] = variable
+  return result
+
+
+def model_checkpoint(model, **extra) -> tf.train.Checkpoint:
+  """A checkpoint of the model's variables (plus `extra` trackables)."""
+  return tf.train.Checkpoint(model_variables=variables_by_path(model), **extra)
+
+
+def _zero_state(model_config: config_lib.ModelConfig, batch_size: int):
+  """Zero LSTM state for every layer: list of (h (B, P), c (B, C))."""
+  lstm = model_config.lstm
+  return [(tf.zeros((batch_size, lstm.projection_dim)),
+           tf.zeros((batch_size, lstm.cell_dim)))
+          for _ in range(lstm.n_layers)]
+
+
+# ---------------------------------------------------------------------------
+# Evaluation.
+
+
+def evaluate_model(model: bilm_lib.BidirectionalLM,
+                   dataset: tf.data.Dataset,
+                   batching: str,
+                   max_batches: int = 0) -> dict[str, float]:
+  """Held-out perplexity with the full softmax.
+
+  In `stream` mode the LSTM states are carried from batch to batch, as in
+  the standard PTB evaluation; in `sentences` mode every sentence starts
+  from a zero state.
+
+  Returns: dict with forward/backward/average loss and perplexity and the
+  number of target tokens per direction.
+  """
+  model_config = model.model_config
+
+  @tf.function(reduce_retracing=True)
+  def eval_step(batch):
+    outputs = model(batch, training=False)
+    return (outputs["forward_loss"] * outputs["forward_tokens"],
+            outputs["backward_loss"] * outputs["backward_tokens"],
+            outputs["forward_tokens"], outputs["backward_tokens"],
+            outputs["forward_state"], outputs["backward_state"])
+
+  totals = np.zeros(4, np.float64)
+  state = None
+  for i, batch in enumerate(dataset):
+    if max_batches and i >= max_batches:
+      break
+    if batching == "stream":
+      if state is None:
+        batch_size = int(batch["token_ids"].shape[0])
+        state = (_zero_state(model_config, batch_size),
+                 _zero_state(model_config, batch_size))
+      batch = dict(batch, forward_state=state[0], backward_state=state[1])
+    f_sum, b_sum, f_n, b_n, f_state, b_state = eval_step(batch)
+    if batching == "stream":
+      state = (f_state, b_state)
+    totals += [float(f_sum), float(b_sum), float(f_n), float(b_n)]
+  if totals[2] == 0 or totals[3] == 0:
+    raise TrainingError("Evaluation data has no target tokens.")
+  forward_loss = totals[0] / totals[2]
+  backward_loss = totals[1] / totals[3]
+  average_loss = 0.5 * (forward_loss + backward_loss)
+  return {
+      "forward_loss": forward_loss,
+      "backward_loss": backward_loss,
+      "average_loss": average_loss,
+      "forward_perplexity": math.exp(forward_loss),
+      "backward_perplexity": math.exp(backward_loss),
+      "average_perplexity": math.exp(average_loss),
+      "forward_tokens": int(totals[2]),
+      "backward_tokens": int(totals[3]),
+  }
+
+
+def load_trained_model(model_dir: str):
+  """Loads config, vocabulary and the latest checkpoint's weights."""
+  config_path = os.path.join(model_dir, CONFIG_FILENAME)
+  if not tf.io.gfile.exists(config_path):
+    raise TrainingError(f"No {CONFIG_FILENAME} in {model_dir}: is this a "
+                        "directory written by bin/train?")
+  config = config_lib.ExperimentConfig.load(config_path)
+  vocab = vocab_lib.Vocabulary.load(os.path.join(model_dir, VOCAB_FILENAME))
+  latest = tf.train.latest_checkpoint(model_dir)
+  if latest is None:
+    raise TrainingError(f"No checkpoint in {model_dir}.")
+  set_precision(config.train.mixed_precision)
+  model = build_model(config.model)
+  # Optimizer slots, step and data position are in the checkpoint too and
+  # are not needed here; every model variable must be restored.
+  status = model_checkpoint(model).read(latest)
+  status.expect_partial().assert_existing_objects_matched()
+  return config, vocab, model, latest
+
+
+def evaluate(model_dir: str, corpus: str | None = None, split: str = "test",
+             batching: str | None = None, batch_size: int | None = None,
+             cache_root: str | None = None,
+             max_batches: int = 0) -> dict[str, Any]:
+  """Evaluates the latest checkpoint in `model_dir` on `split` of `corpus`."""
+  config, vocab, model, checkpoint = load_trained_model(model_dir)
+  data_config = config.data
+  if corpus:
+    data_config = data_config.replace(corpus=corpus)
+  if batching:
+    data_config = data_config.replace(batching=batching)
+  if batch_size:
+    data_config = data_config.replace(batch_size=batch_size)
+  prepared = prepare_lib.ensure_prepared(
+      data_config.corpus, data_config.tokenization,
+      cache_root or default_cache_root(), min_count=data_config.min_count,
+      max_vocab=data_config.max_vocab, on_bad_line=data_config.on_bad_line)
+  # Always evaluate with the model's own vocabulary: held-out words that
+  # are not in it become <UNK>, exactly as at training time.
+  prepared = prepared.with_vocab(vocab)
+  dataset = data_lib.make_dataset(prepared, split, data_config,
+                                  shuffle=False, seed=config.train.seed)
+  results = evaluate_model(model, dataset, data_config.batching,
+                           max_batches=max_batches)
+  results.update(checkpoint=checkpoint, split=split,
+                 corpus=data_config.corpus, batching=data_config.batching)
+  return results
+
+
+def default_cache_root() -> str:
+  return os.environ.get(
+      "ELMO_TF_CACHE",
+      os.path.join(os.path.expanduser("~"), ".cache", "elmo_tf", "corpora"))
+
+
+# ---------------------------------------------------------------------------
+# Training.
+
+
+@dataclasses.dataclass
+class _StepMetrics:
+  loss: float
+  forward_loss: float
+  backward_loss: float
+  grad_norm: float
+  tokens: float
+
+
+class Trainer:
+  """Owns the model, optimizer, data iterator and checkpoint of one run.
+
+  Example:
+    config = ExperimentConfig(model=preset("tiny"), ...)
+    Trainer(config, "/tmp/run").train()
+  """
+
+  def __init__(self, config: config_lib.ExperimentConfig, model_dir: str,
+               cache_root: str | None = None):
+    self.config = config
+    self.model_dir = model_dir
+    self.strategy = make_strategy(config.train.distribution)
+    self.prepared = prepare_lib.ensure_prepared(
+        config.data.corpus, config.data.tokenization,
+        cache_root or default_cache_root(),
+        min_count=config.data.min_count, max_vocab=config.data.max_vocab,
+        on_bad_line=config.data.on_bad_line)
+    vocab = self.prepared.vocab
+    if config.model.n_negative_samples >= vocab.size:
+      raise TrainingError(
+          f"n_negative_samples={config.model.n_negative_samples} must be "
+          f"smaller than the vocabulary ({vocab.size} tokens); lower it with "
+          "--n_negative_samples.")
+    self.config = config = dataclasses.replace(
+        config, model=config.model.replace(vocab_size=vocab.size))
+    self.is_chief = _is_chief(self.strategy)
+    self.write_dir = _write_dir(model_dir, self.strategy)
+    check_or_write_model_dir(config, self.write_dir, vocab)
+
+    set_precision(config.train.mixed_precision)
+    keras.utils.set_random_seed(config.train.seed)
+    with self.strategy.scope():
+      self.model = build_model(config.model)
+      self.optimizer = self._make_optimizer()
+      self.optimizer.build(self.model.trainable_variables)
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+
+    self.steps_per_epoch = data_lib.steps_per_epoch(
+        self.prepared, "train", config.data)
+    self.total_steps = config.train.max_steps or (
+        config.train.epochs * self.steps_per_epoch)
+    self._global_batch_size = config.data.batch_size
+    self.dataset = self.strategy.distribute_datasets_from_function(
+        self._dataset_fn)
+    self.iterator = iter(self.dataset)
+    self.checkpoint = model_checkpoint(
+        self.model, optimizer_variables=variables_by_path(self.optimizer),
+        step=self.step, iterator=self.iterator)
+    self.manager = tf.train.CheckpointManager(
+        self.checkpoint, self.write_dir,
+        max_to_keep=config.train.max_checkpoints_to_keep,
+        step_counter=self.step,
+        checkpoint_interval=None)
+    restored = self.manager.restore_or_initialize()
+    if restored:
+      logging.info("Resumed from %s at step %d.", restored, int(self.step))
+    self._train_step = self._make_train_step()
+    self._stream_state = None
+
+  # -- construction ---------------------------------------------------------
+
+  def _make_optimizer(self) -> keras.optimizers.Optimizer:
+    train = self.config.train
+    if train.optimizer == "adagrad":
+      return keras.optimizers.Adagrad(
+          learning_rate=train.learning_rate,
+          initial_accumulator_value=train.initial_accumulator_value,
+          epsilon=1e-10)
+    if train.optimizer == "adam":
+      return keras.optimizers.Adam(learning_rate=train.learning_rate)
+    if train.optimizer == "sgd":
+      return keras.optimizers.SGD(learning_rate=train.learning_rate)
+    raise ValueError(f"Unknown optimizer {train.optimizer!r}; choose adagrad, "
+                     "adam or sgd.")
+
+  def _dataset_fn(self, input_context: tf.distribute.InputContext):
+    return data_lib.make_dataset(
+        self.prepared, "train", self.config.data, shuffle=True,
+        seed=self.config.train.seed, repeat=True, input_context=input_context)
+
+  def _make_train_step(self):
+    model = self.model
+    optimizer = self.optimizer
+    clip_norm = self.config.train.clip_norm
+    n_replicas = self.strategy.num_replicas_in_sync
+    stream = self.config.data.batching == "stream"
+
+    def replica_step(batch):
+      context = tf.distribute.get_replica_context()
+      # Negatives drawn from (seed, step, replica): reproducible on resume.
+      batch = dict(batch, sampler_seed=tf.stack([
+          tf.constant(self.config.train.seed, tf.int64),
+          self.step * 1024 + tf.cast(context.replica_id_in_sync_group,
+                                     tf.int64)]))
+      with tf.GradientTape() as tape:
+        outputs = model(batch, training=True)
+        # Each replica's gradient is summed across replicas below, so scale
+        # the per-replica mean loss by 1 / replicas.
+        loss = outputs["loss"] / n_replicas
+      variables = model.trainable_variables
+      grads = tape.gradient(loss, variables)
+      if n_replicas > 1:
+        grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+      grads, grad_norm = tf.clip_by_global_norm(grads, clip_norm)
+      finite = tf.math.is_finite(outputs["loss"]) & tf.math.is_finite(grad_norm)
+
+      def apply():
+        # The Keras optimizer all-reduces (sums) gradients once more across
+        # replicas; the gradients are already summed, so divide them back.
+        scaled = grads if n_replicas == 1 else [
+            None if g is None else g / n_replicas for g in grads]
+        optimizer.apply_gradients(zip(scaled, variables))
+        return tf.constant(True)
+
+      # A non-finite loss skips the update so the weights stay intact.
+      tf.cond(finite, apply, lambda: tf.constant(False))
+      metrics = {
+          "loss": outputs["loss"],
+          "forward_loss": outputs["forward_loss"],
+          "backward_loss": outputs["backward_loss"],
+          "grad_norm": grad_norm,
+          "tokens": outputs["forward_tokens"],
+      }
+      states = ((outputs["forward_state"], outputs["backward_state"])
+                if stream else None)
+      return metrics, states
+
+    def step_fn(iterator, states):
+      batch = next(iterator)
+      if stream:
+        batch = dict(batch, forward_state=states[0], backward_state=states[1])
+      metrics, new_states = self.strategy.run(replica_step, args=(batch,))
+      reduced = {
+          key: self.strategy.reduce(
+              tf.distribute.ReduceOp.SUM if key == "tokens"
+              else tf.distribute.ReduceOp.MEAN, value, axis=None)
+          for key, value in metrics.items()
+      }
+      return reduced, new_states
+
+    return tf.function(step_fn, jit_compile=self.config.train.jit_compile or None,
+                       reduce_retracing=True)
+
+  def _initial_stream_state(self):
+    per_replica = self._global_batch_size // self.strategy.num_replicas_in_sync
+    zeros = (_zero_state(self.config.model, per_replica),
+             _zero_state(self.config.model, per_replica))
+    if self.strategy.num_replicas_in_sync == 1:
+      return zeros
+    return self.strategy.experimental_distribute_values_from_function(
+        lambda _: zeros)
+
+  # -- the loop -------------------------------------------------------------
+
+  def train_step(self) -> dict[str, float]:
+    """Runs one optimizer step on the next batch; returns its metrics.
+
+    Raises TrainingError (after skipping the update) on a non-finite loss.
+    """
+    step = int(self.step)
+    if self.config.data.batching == "stream":
+      if self._stream_state is None or step % self.steps_per_epoch == 0:
+        # A new epoch of the stream starts from a zero state.
+        self._stream_state = self._initial_stream_state()
+    metrics, states = self._train_step(self.iterator, self._stream_state)
+    if self.config.data.batching == "stream":
+      self._stream_state = states
+    metrics = {key: float(value) for key, value in metrics.items()}
+    if not (math.isfinite(metrics["loss"]) and
+            math.isfinite(metrics["grad_norm"])):
+      raise TrainingError(
+          f"Loss became {metrics['loss']} (gradient norm "
+          f"{metrics['grad_norm']}) at step {step + 1}; the update was "
+          f"skipped and the last good checkpoint "
+          f"({self.manager.latest_checkpoint}) is intact. Lower "
+          "--learning_rate, or check the data.")
+    self.step.assign_add(1)
+    return metrics
+
+  def train(self) -> dict[str, Any]:
+    """Trains until `total_steps`; returns the last validation metrics."""
+    config = self.config.train
+    train_writer = tf.summary.create_file_writer(
+        os.path.join(self.write_dir, "train"))
+    valid_writer = tf.summary.create_file_writer(
+        os.path.join(self.write_dir, "validation"))
+    start_step = int(self.step)
+    if start_step >= self.total_steps:
+      logging.info("Already trained for %d steps (target %d).", start_step,
+                   self.total_steps)
+    progbar = keras.utils.Progbar(
+        self.total_steps, stateful_metrics=["loss", "ppl", "tok/s"],
+        verbose=1 if self.is_chief else 0)
+    if start_step:
+      progbar.update(start_step)
+    window_tokens = 0.0
+    window_start = time.perf_counter()
+    window_losses = []
+    last_valid: dict[str, Any] = {}
+    while int(self.step) < self.total_steps:
+      metrics = self.train_step()
+      step = int(self.step)
+      window_tokens += metrics["tokens"]
+      window_losses.append((metrics["loss"], metrics["forward_loss"],
+                            metrics["backward_loss"], metrics["grad_norm"]))
+      if step % config.log_every_steps == 0 or step == self.total_steps:
+        elapsed = time.perf_counter() - window_start
+        means = np.mean(window_losses, axis=0)
+        tokens_per_sec = window_tokens / max(elapsed, 1e-9)
+        with train_writer.as_default(step=step):
+          tf.summary.scalar("loss", means[0])
+          tf.summary.scalar("forward_perplexity", math.exp(means[1]))
+          tf.summary.scalar("backward_perplexity", math.exp(means[2]))
+          tf.summary.scalar("average_perplexity", math.exp(means[0]))
+          tf.summary.scalar("gradient_norm", means[3])
+          tf.summary.scalar("learning_rate", float(
+              keras.ops.convert_to_numpy(self.optimizer.learning_rate)))
+          tf.summary.scalar("tokens_per_sec", tokens_per_sec)
+        train_writer.flush()
+        progbar.update(step, values=[("loss", means[0]),
+                                     ("ppl", math.exp(means[0])),
+                                     ("tok/s", tokens_per_sec)])
+        window_tokens, window_losses = 0.0, []
+        window_start = time.perf_counter()
+      if step % config.checkpoint_every_steps == 0:
+        self.manager.save(checkpoint_number=step)
+      if config.eval_every_steps and step % config.eval_every_steps == 0:
+        last_valid = self._validate(valid_writer, step)
+        window_start = time.perf_counter()
+    if self.manager.latest_checkpoint is None or (
+        int(self.step) != _checkpoint_step(self.manager.latest_checkpoint)):
+      self.manager.save(checkpoint_number=int(self.step))
+    if not last_valid or last_valid.get("step") != int(self.step):
+      last_valid = self._validate(valid_writer, int(self.step))
+    train_writer.close()
+    valid_writer.close()
+    return last_valid
+
+  def _validate(self, writer, step: int) -> dict[str, Any]:
+    dataset = data_lib.make_dataset(
+        self.prepared, "valid", self.config.data, shuffle=False,
+        seed=self.config.train.seed)
+    results = evaluate_model(self.model, dataset, self.config.data.batching,
+                             max_batches=self.config.train.eval_max_batches)
+    with writer.as_default(step=step):
+      tf.summary.scalar("loss", results["average_loss"])
+      for name in ("forward", "backward", "average"):
+        tf.summary.scalar(f"{name}_perplexity", results[f"{name}_perplexity"])
+    writer.flush()
+    logging.info(
+        "step %d validation perplexity: forward %.2f backward %.2f "
+        "average %.2f", step, results["forward_perplexity"],
+        results["backward_perplexity"], results["average_perplexity"])
+    results["step"] = step
+    return results
+
+
+def _checkpoint_step(path: str) -> int:
+  return int(path.rsplit("-", 1)[-1])
+
+
+def train(config: config_lib.ExperimentConfig, model_dir: str,
+          cache_root: str | None = None) -> dict[str, Any]:
+  """Trains (or resumes) the run in `model_dir`; returns validation metrics."""
+  return Trainer(config, model_dir, cache_root=cache_root).train()

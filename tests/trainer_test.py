@@ -1,0 +1,132 @@
+"""Training loop tests on the toy built-in text (tiny preset)."""
+
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.request
+
+import numpy as np
+import tensorflow as tf
+
+from elmo_tf import config as config_lib
+from elmo_tf import prepare as prepare_lib
+from elmo_tf import trainer as trainer_lib
+from tests import toy_corpus
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(corpus: str, **train_overrides) -> config_lib.ExperimentConfig:
+  train = config_lib.TrainConfig(
+      max_steps=60, log_every_steps=10, checkpoint_every_steps=20,
+      eval_every_steps=0, seed=3, learning_rate=0.2)
+  return config_lib.ExperimentConfig(
+      model=config_lib.preset("tiny"),
+      data=config_lib.DataConfig(corpus=corpus, batch_size=16,
+                                 shuffle_buffer=200),
+      train=train.replace(**train_overrides))
+
+
+def _weights(model) -> dict[str, np.ndarray]:
+  return {v.path: v.numpy() for v in model.weights}
+
+
+class TrainerTest(unittest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    cls.tmp = tempfile.mkdtemp()
+    paths = toy_corpus.write_corpus(os.path.join(cls.tmp, "text"))
+    cls.entropy = toy_corpus.unigram_entropy(paths["test"])
+    cls.cache = os.path.join(cls.tmp, "cache")
+    # Prepare once; every run below reads the prepared directory.
+    cls.corpus = prepare_lib.ensure_prepared(
+        paths["spec"], "whitespace", cls.cache).directory
+
+  def test_tiny_run_beats_unigram_entropy_and_writes_everything(self):
+    model_dir = os.path.join(self.tmp, "beats")
+    config = tiny_config(self.corpus, max_steps=300, log_every_steps=50,
+                         checkpoint_every_steps=100, learning_rate=0.5)
+    trainer_lib.train(config, model_dir, cache_root=self.cache)
+    results = trainer_lib.evaluate(model_dir, split="test",
+                                   cache_root=self.cache)
+    self.assertLess(results["forward_loss"], self.entropy)
+    self.assertLess(results["backward_loss"], self.entropy)
+    self.assertGreater(results["forward_tokens"], 500)
+    saved = config_lib.ExperimentConfig.load(
+        os.path.join(model_dir, "config.json"))
+    self.assertGreater(saved.model.vocab_size, 20)
+    self.assertTrue(os.path.exists(os.path.join(model_dir, "vocab.txt")))
+    self.assertTrue(glob.glob(os.path.join(model_dir, "train", "events.*")))
+    self.assertTrue(
+        glob.glob(os.path.join(model_dir, "validation", "events.*")))
+    # Stream-mode evaluation runs too and gives a finite perplexity.
+    stream = trainer_lib.evaluate(model_dir, split="test", batching="stream",
+                                  batch_size=4, cache_root=self.cache)
+    self.assertTrue(np.isfinite(stream["average_perplexity"]))
+
+  def test_resume_matches_uninterrupted_run(self):
+    whole_dir = os.path.join(self.tmp, "whole")
+    trainer_lib.train(tiny_config(self.corpus, max_steps=40), whole_dir,
+                      cache_root=self.cache)
+    split_dir = os.path.join(self.tmp, "split")
+    trainer_lib.train(tiny_config(self.corpus, max_steps=20), split_dir,
+                      cache_root=self.cache)
+    resumed = trainer_lib.Trainer(tiny_config(self.corpus, max_steps=40),
+                                  split_dir, cache_root=self.cache)
+    self.assertEqual(int(resumed.step), 20)
+    resumed.train()
+    self.assertEqual(int(resumed.step), 40)
+    _, _, whole_model, _ = trainer_lib.load_trained_model(whole_dir)
+    whole = _weights(whole_model)
+    split = _weights(resumed.model)
+    self.assertEqual(sorted(whole), sorted(split))
+    for name in whole:
+      np.testing.assert_allclose(split[name], whole[name], atol=1e-6,
+                                 err_msg=name)
+
+  def test_resume_with_other_model_config_is_a_clear_error(self):
+    model_dir = os.path.join(self.tmp, "incompatible")
+    trainer_lib.train(tiny_config(self.corpus, max_steps=5), model_dir,
+                      cache_root=self.cache)
+    config = tiny_config(self.corpus, max_steps=10)
+    config = config_lib.apply_overrides(config, {"model.lstm.cell_dim": 48})
+    with self.assertRaisesRegex(trainer_lib.TrainingError,
+                                r"lstm\.cell_dim.*\(32, 48\)"):
+      trainer_lib.Trainer(config, model_dir, cache_root=self.cache)
+
+  def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(self):
+    model_dir = os.path.join(self.tmp, "nan")
+    trainer_lib.train(tiny_config(self.corpus, max_steps=20), model_dir,
+                      cache_root=self.cache)
+    good = tf.train.latest_checkpoint(model_dir)
+    trainer = trainer_lib.Trainer(tiny_config(self.corpus, max_steps=40),
+                                  model_dir, cache_root=self.cache)
+    # Poison one weight, as a diverging run would.
+    bias = trainer.model.softmax.bias
+    bias.assign(np.full(bias.shape, np.nan, np.float32))
+    with self.assertRaisesRegex(trainer_lib.TrainingError, r"at step 21\b"):
+      trainer.train()
+    self.assertEqual(tf.train.latest_checkpoint(model_dir), good)
+    _, _, model, _ = trainer_lib.load_trained_model(model_dir)
+    for value in _weights(model).values():
+      self.assertTrue(np.all(np.isfinite(value)))
+
+  def test_stream_batching_trains(self):
+    model_dir = os.path.join(self.tmp, "stream")
+    config = tiny_config(self.corpus, max_steps=30)
+    config = config.replace(data=config.data.replace(batching="stream",
+                                                     batch_size=4,
+                                                     unroll_steps=8))
+    results = trainer_lib.train(config, model_dir, cache_root=self.cache)
+    self.assertTrue(np.isfinite(results["average_perplexity"]))
+
+
+if __name__ == "__main__":
+  unittest.main()
