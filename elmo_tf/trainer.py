@@ -8,7 +8,7 @@ command resumes at the same step and data position) and trains.
 Layout of `model_dir`:
   config.json        the full ExperimentConfig (vocab_size filled in)
   vocab.txt          the vocabulary the model was trained with
-  ckpt-N.*           tf.train.Checkpoint: model, optimizer, step, data iterator
+  ckpt-N.*           tf.train.Checkpoint: model and optimizer variables, step
   train/, validation/  TensorBoard event files
 """
 
@@ -351,12 +351,9 @@ class Trainer:
     self.total_steps = config.train.max_steps or (
         config.train.epochs * self.steps_per_epoch)
     self._global_batch_size = config.data.batch_size
-    self.dataset = self.strategy.distribute_datasets_from_function(
-        self._dataset_fn)
-    self.iterator = iter(self.dataset)
     self.checkpoint = model_checkpoint(
         self.model, optimizer_variables=variables_by_path(self.optimizer),
-        step=self.step, iterator=self.iterator)
+        step=self.step)
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, self.write_dir,
         max_to_keep=config.train.max_checkpoints_to_keep,
@@ -364,9 +361,22 @@ class Trainer:
         checkpoint_interval=None)
     restored = self.manager.restore_or_initialize()
     if restored:
-      logging.info("Resumed from %s at step %d.", restored, int(self.step))
+      logging.info("Resumed from %s at step %d.", restored, self.current_step)
+    # The data position is the step: batch k of the (repeated, seeded)
+    # training stream is always the same batch, so resuming skips the
+    # batches already seen (cheaply: before char ids are computed). This
+    # works the same under every distribution strategy, unlike saving the
+    # iterator, which distributed iterators do not support.
+    self._skip_batches = self.current_step
+    self.dataset = self.strategy.distribute_datasets_from_function(
+        self._dataset_fn)
+    self.iterator = iter(self.dataset)
     self._train_step = self._make_train_step()
     self._stream_state = None
+
+  @property
+  def current_step(self) -> int:
+    return int(self.step.numpy())
 
   # -- construction ---------------------------------------------------------
 
@@ -387,7 +397,8 @@ class Trainer:
   def _dataset_fn(self, input_context: tf.distribute.InputContext):
     return data_lib.make_dataset(
         self.prepared, "train", self.config.data, shuffle=True,
-        seed=self.config.train.seed, repeat=True, input_context=input_context)
+        seed=self.config.train.seed, repeat=True, input_context=input_context,
+        skip_batches=self._skip_batches)
 
   def _make_train_step(self):
     model = self.model
@@ -411,20 +422,22 @@ class Trainer:
       variables = model.trainable_variables
       grads = tape.gradient(loss, variables)
       if n_replicas > 1:
+        # Dense gradients (embedding and softmax rows arrive as
+        # IndexedSlices) so they can be summed and rescaled below.
+        grads = [tf.convert_to_tensor(g) for g in grads]
         grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
       grads, grad_norm = tf.clip_by_global_norm(grads, clip_norm)
       finite = tf.math.is_finite(outputs["loss"]) & tf.math.is_finite(grad_norm)
 
-      def apply():
-        # The Keras optimizer all-reduces (sums) gradients once more across
-        # replicas; the gradients are already summed, so divide them back.
-        scaled = grads if n_replicas == 1 else [
-            None if g is None else g / n_replicas for g in grads]
-        optimizer.apply_gradients(zip(scaled, variables))
-        return tf.constant(True)
-
-      # A non-finite loss skips the update so the weights stay intact.
-      tf.cond(finite, apply, lambda: tf.constant(False))
+      # A non-finite loss zeroes the update (no tf.cond: the optimizer's
+      # cross-replica sum cannot sit inside control flow); the host then
+      # stops training without saving, so the last checkpoint stays good.
+      grads = [_zero_unless(finite, g) for g in grads]
+      if n_replicas > 1:
+        # The Keras optimizer sums gradients across replicas once more; they
+        # are already summed, so divide them back.
+        grads = [None if g is None else g / n_replicas for g in grads]
+      optimizer.apply_gradients(zip(grads, variables))
       metrics = {
           "loss": outputs["loss"],
           "forward_loss": outputs["forward_loss"],
@@ -468,7 +481,7 @@ class Trainer:
 
     Raises TrainingError (after skipping the update) on a non-finite loss.
     """
-    step = int(self.step)
+    step = self.current_step
     if self.config.data.batching == "stream":
       if self._stream_state is None or step % self.steps_per_epoch == 0:
         # A new epoch of the stream starts from a zero state.
@@ -495,7 +508,7 @@ class Trainer:
         os.path.join(self.write_dir, "train"))
     valid_writer = tf.summary.create_file_writer(
         os.path.join(self.write_dir, "validation"))
-    start_step = int(self.step)
+    start_step = self.current_step
     if start_step >= self.total_steps:
       logging.info("Already trained for %d steps (target %d).", start_step,
                    self.total_steps)
@@ -508,9 +521,9 @@ class Trainer:
     window_start = time.perf_counter()
     window_losses = []
     last_valid: dict[str, Any] = {}
-    while int(self.step) < self.total_steps:
+    while self.current_step < self.total_steps:
       metrics = self.train_step()
-      step = int(self.step)
+      step = self.current_step
       window_tokens += metrics["tokens"]
       window_losses.append((metrics["loss"], metrics["forward_loss"],
                             metrics["backward_loss"], metrics["grad_norm"]))
@@ -539,10 +552,10 @@ class Trainer:
         last_valid = self._validate(valid_writer, step)
         window_start = time.perf_counter()
     if self.manager.latest_checkpoint is None or (
-        int(self.step) != _checkpoint_step(self.manager.latest_checkpoint)):
-      self.manager.save(checkpoint_number=int(self.step))
-    if not last_valid or last_valid.get("step") != int(self.step):
-      last_valid = self._validate(valid_writer, int(self.step))
+        self.current_step != _checkpoint_step(self.manager.latest_checkpoint)):
+      self.manager.save(checkpoint_number=self.current_step)
+    if not last_valid or last_valid.get("step") != self.current_step:
+      last_valid = self._validate(valid_writer, self.current_step)
     train_writer.close()
     valid_writer.close()
     return last_valid
@@ -564,6 +577,17 @@ class Trainer:
         results["backward_perplexity"], results["average_perplexity"])
     results["step"] = step
     return results
+
+
+def _zero_unless(condition, gradient):
+  """`gradient` where `condition` holds, else zeros; keeps IndexedSlices."""
+  if gradient is None:
+    return None
+  if isinstance(gradient, tf.IndexedSlices):
+    return tf.IndexedSlices(
+        tf.where(condition, gradient.values, tf.zeros_like(gradient.values)),
+        gradient.indices, gradient.dense_shape)
+  return tf.where(condition, gradient, tf.zeros_like(gradient))
 
 
 def _checkpoint_step(path: str) -> int:

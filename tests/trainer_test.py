@@ -80,9 +80,9 @@ class TrainerTest(unittest.TestCase):
                       cache_root=self.cache)
     resumed = trainer_lib.Trainer(tiny_config(self.corpus, max_steps=40),
                                   split_dir, cache_root=self.cache)
-    self.assertEqual(int(resumed.step), 20)
+    self.assertEqual(resumed.current_step, 20)
     resumed.train()
-    self.assertEqual(int(resumed.step), 40)
+    self.assertEqual(resumed.current_step, 40)
     _, _, whole_model, _ = trainer_lib.load_trained_model(whole_dir)
     whole = _weights(whole_model)
     split = _weights(resumed.model)
