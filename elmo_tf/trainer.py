@@ -159,6 +159,11 @@ def variables_by_path(obj) -> dict[str, tf.Variable]:
   """
   result = {}
   for variable in obj.variables:
+    if variable.path.endswith("seed_generator_state"):
+      # Dropout RNG states carry process-dependent auto names; they are not
+      # checkpointed (a resumed run draws other dropout masks; runs without
+      # dropout resume bit-exactly).
+      continue
     # Drop the object's own name ("adagrad_3/..." when several optimizers
     # were made in one process).
     key = variable.path.split("/", 1)[-1]
