@@ -12,8 +12,15 @@ BAZEL  ?= bazel
 # Bazel's Python toolchain runs the first `python3` on PATH: make it the venv's.
 VENV_PATH := PATH=$(CURDIR)/$(VENV)/bin:$$PATH
 
-TRAIN_ARGS  ?= --corpus=ptb --preset=cpu_small --model_dir=runs/ptb_cpu_small
-EVAL_ARGS   ?= --model_dir=runs/ptb_cpu_small
+# The default run: PTB, cpu_small, bilm-tf-style stream batches, ~10 minutes
+# on a 2-core machine (re-running it resumes, and stops at once when done).
+MODEL_DIR   ?= runs/ptb_cpu_small
+TRAIN_ARGS  ?= --corpus=ptb --preset=cpu_small --batching=stream \
+               --batch_size=64 --unroll_steps=20 --max_steps=900 \
+               --checkpoint_every_steps=300 --eval_every_steps=300 \
+               --model_dir=$(MODEL_DIR)
+EVAL_ARGS   ?= --model_dir=$(MODEL_DIR) --split=test \
+               --output_json=$(MODEL_DIR)/test_perplexity.json
 BENCH_ARGS  ?=
 PYTEST_ARGS ?= -q
 BAZEL_TEST_ARGS ?=

@@ -8,11 +8,21 @@ work is ignored, as is usual for MFU. Training costs ~3x the forward pass
 from elmo_tf import config as config_lib
 
 
-def encoder_macs_per_token(model: config_lib.ModelConfig) -> float:
-  """Character CNN + highway + projection, per token encoded."""
+def encoder_macs_per_token(model: config_lib.ModelConfig,
+                           char_width: float | None = None) -> float:
+  """Character CNN + highway + projection, per token encoded.
+
+  `char_width`: character slots convolved (default all 50); the backbone
+  trims the batch to its longest token plus the widest filter.
+  """
   cnn = model.char_cnn
-  convs = sum((cnn.max_characters_per_token - width + 1) * width *
-              cnn.embedding_dim * n for width, n in cnn.filters)
+  if char_width is None:
+    slots = cnn.max_characters_per_token
+  else:
+    widest = max(width for width, _ in cnn.filters)
+    slots = min(cnn.max_characters_per_token, char_width + widest)
+  convs = sum(max(slots - width + 1, 1) * width * cnn.embedding_dim * n
+              for width, n in cnn.filters)
   n_filters = cnn.n_filters
   highway = cnn.n_highway * 2 * n_filters * n_filters
   projection = n_filters * model.lstm.projection_dim
@@ -34,15 +44,17 @@ def softmax_macs_per_token(model: config_lib.ModelConfig) -> float:
 
 
 def training_flops_per_token(model: config_lib.ModelConfig,
-                             encoded_fraction: float = 1.0) -> dict:
+                             encoded_fraction: float = 1.0,
+                             char_width: float | None = None) -> dict:
   """FLOPs of one training step, per target token (one direction counted).
 
   Args:
     model: the model config.
     encoded_fraction: tokens actually run through the character encoder per
       batch token (distinct tokens / tokens when the batch is deduplicated).
+    char_width: character slots per token convolved (see above).
   """
-  encoder = encoder_macs_per_token(model) * encoded_fraction
+  encoder = encoder_macs_per_token(model, char_width) * encoded_fraction
   lstm = lstm_macs_per_token(model)
   softmax = softmax_macs_per_token(model)
   forward_macs = encoder + lstm + softmax

@@ -118,6 +118,23 @@ class TrainerTest(unittest.TestCase):
     for value in _weights(model).values():
       self.assertTrue(np.all(np.isfinite(value)))
 
+  def test_model_with_dropout_saves_and_restores_every_weight(self):
+    model_dir = os.path.join(self.tmp, "dropout")
+    config = tiny_config(self.corpus, max_steps=3)
+    config = config.replace(model=config.model.replace(dropout=0.3))
+    trainer = trainer_lib.Trainer(config, model_dir, cache_root=self.cache)
+    trainer.train()
+    # Every model variable but the dropout RNG states is in the checkpoint
+    # and restored (load_trained_model asserts it).
+    _, _, model, _ = trainer_lib.load_trained_model(model_dir)
+    saved = trainer_lib.variables_by_path(model)
+    trained = trainer_lib.variables_by_path(trainer.model)
+    self.assertEqual(sorted(saved), sorted(trained))
+    self.assertGreater(len(saved), 10)
+    for name, variable in trained.items():
+      np.testing.assert_array_equal(saved[name].numpy(), variable.numpy(),
+                                    err_msg=name)
+
   def test_stream_batching_trains(self):
     model_dir = os.path.join(self.tmp, "stream")
     config = tiny_config(self.corpus, max_steps=30)

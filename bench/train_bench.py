@@ -1,0 +1,176 @@
+r"""Benchmark: training throughput and model FLOPs utilization (MFU).
+
+For each preset (cpu_small, small) and precision (float32, mixed_bfloat16):
+builds the real Trainer on PTB in stream mode, runs warm-up steps, times
+`--steps` optimizer steps and reports target tokens/s per direction.
+
+MFU = achieved FLOP/s / this machine's matmul FLOP/s in the same precision,
+measured in the same run (a large square matmul). Achieved FLOP/s counts the
+matmul work the step really executes (bench/flops.py): the character encoder
+only on the distinct tokens of each batch and on the character slots left
+after trimming trailing padding (both exact shortcuts of the backbone), the
+four LSTMs, and the sampled softmax; training = 3x the forward pass.
+
+Writes bench/results/train.json. From the repository root:
+
+  .venv/bin/python -m bench.train_bench [--steps=10]
+"""
+
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per configuration.")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first.")
+_PRESETS = flags.DEFINE_list("presets", ["cpu_small", "small"], "Presets.")
+_PRECISIONS = flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"],
+                                "Precisions.")
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                       "train.json")
+# Batch geometry per preset: cpu_small as trained here; small as the bilm-tf
+# reference figure in NOTES (batch 32, unroll 20, 1024 negatives).
+GEOMETRY = {
+    "cpu_small": {"batch_size": 64, "unroll_steps": 20},
+    "small": {"batch_size": 32, "unroll_steps": 20,
+              "n_negative_samples": 1024},
+}
+
+
+def matmul_flops_per_sec(dtype: str, n: int = 2048, repeats: int = 20) -> float:
+  import tensorflow as tf
+  a = tf.random.normal((n, n), dtype=tf.float32)
+  b = tf.random.normal((n, n), dtype=tf.float32)
+  if dtype == "bfloat16":
+    a, b = tf.cast(a, tf.bfloat16), tf.cast(b, tf.bfloat16)
+
+  @tf.function
+  def run(a, b):
+    c = a
+    for _ in range(repeats):
+      c = tf.matmul(c, b)
+    return tf.reduce_sum(tf.cast(c[:1, :1], tf.float32))
+
+  run(a, b).numpy()
+  best = float("inf")
+  for _ in range(3):
+    start = time.perf_counter()
+    run(a, b).numpy()
+    best = min(best, time.perf_counter() - start)
+  return 2.0 * n ** 3 * repeats / best
+
+
+def _batch_shape_stats(trainer, batches: int = 5) -> tuple[float, float]:
+  """(distinct tokens encoded per forward target token, mean trimmed width)."""
+  import tensorflow as tf
+  from elmo_tf import data as data_lib
+  from elmo_tf import vocab
+  dataset = data_lib.make_dataset(trainer.prepared, "train",
+                                  trainer.config.data, shuffle=False, seed=0)
+  fractions, widths = [], []
+  for batch in dataset.take(batches):
+    chars = tf.concat([tf.reshape(batch["char_ids"], (-1, 50)),
+                       tf.reshape(batch["backward_char_ids"], (-1, 50))], 0)
+    unique, _ = tf.raw_ops.UniqueV2(x=chars, axis=[0])
+    targets = float(tf.reduce_sum(tf.cast(batch["forward_targets"] > 0,
+                                          tf.float32)))
+    fractions.append(int(unique.shape[0]) / targets)
+    real_slots = (chars > 0) & (chars != vocab.PADDING_CHAR)  # (n, 50)
+    widths.append(int(tf.reduce_max(tf.reduce_sum(
+        tf.cast(real_slots, tf.int32), -1))))
+  return sum(fractions) / len(fractions), sum(widths) / len(widths)
+
+
+def run_one(preset: str, precision: str, peak: float) -> dict:
+  from bench import flops
+  from elmo_tf import config as config_lib
+  from elmo_tf import trainer as trainer_lib
+  geometry = dict(GEOMETRY[preset])
+  model = config_lib.preset(preset)
+  if "n_negative_samples" in geometry:
+    model = model.replace(n_negative_samples=geometry.pop("n_negative_samples"))
+  config = config_lib.ExperimentConfig(
+      model=model,
+      data=config_lib.DataConfig(corpus="ptb", batching="stream", **geometry),
+      train=config_lib.TrainConfig(max_steps=10**6, eval_every_steps=0,
+                                   mixed_precision=precision))
+  with tempfile.TemporaryDirectory() as model_dir:
+    trainer = trainer_lib.Trainer(config, model_dir)
+    for _ in range(_WARMUP.value):
+      trainer.train_step()
+    tokens = 0.0
+    start = time.perf_counter()
+    for _ in range(_STEPS.value):
+      tokens += trainer.train_step()["tokens"]
+    seconds = time.perf_counter() - start
+    encoded_fraction, width = _batch_shape_stats(trainer)
+  trainer_lib.set_precision("float32")
+  tokens_per_sec = tokens / seconds
+  counts = flops.training_flops_per_token(
+      trainer.config.model, encoded_fraction=encoded_fraction,
+      char_width=width)
+  achieved = counts["train_flops"] * tokens_per_sec
+  return {
+      "preset": preset,
+      "precision": precision,
+      "batch_size": config.data.batch_size,
+      "unroll_steps": config.data.unroll_steps,
+      "n_negative_samples": config.model.n_negative_samples,
+      "steps": _STEPS.value,
+      "seconds_per_step": seconds / _STEPS.value,
+      "target_tokens_per_sec_per_direction": tokens_per_sec,
+      "encoded_tokens_per_target_token": encoded_fraction,
+      "mean_max_token_chars": width,
+      "train_flops_per_token": counts["train_flops"],
+      "achieved_flops_per_sec": achieved,
+      "matmul_flops_per_sec": peak,
+      "mfu": achieved / peak,
+  }
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  peaks = {"float32": matmul_flops_per_sec("float32"),
+           "mixed_bfloat16": matmul_flops_per_sec("bfloat16")}
+  rows = []
+  for preset in _PRESETS.value:
+    for precision in _PRECISIONS.value:
+      row = run_one(preset, precision, peaks[precision])
+      rows.append(row)
+      print(f"{preset:10s} {precision:15s} "
+            f"{row['target_tokens_per_sec_per_direction']:8.0f} tok/s/dir  "
+            f"{row['achieved_flops_per_sec'] / 1e9:6.1f} GFLOP/s  "
+            f"MFU {row['mfu']:.0%}", flush=True)
+  cpu = "unknown"
+  if os.path.exists("/proc/cpuinfo"):
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          cpu = line.split(":", 1)[1].strip()
+          break
+  result = {
+      "benchmark": "train",
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+      "machine": {"cpu": cpu, "cpu_count": os.cpu_count(),
+                  "python": platform.python_version()},
+      "matmul_flops_per_sec": peaks,
+      "command": "python -m bench.train_bench " + " ".join(sys.argv[1:]),
+      "results": rows,
+  }
+  os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+  with open(RESULTS, "w") as f:
+    json.dump(result, f, indent=2)
+  print(f"Wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+  app.run(main)
