@@ -170,6 +170,12 @@ class TrainConfig(_JsonMixin):
   learning_rate: float = 0.2
   initial_accumulator_value: float = 1.0
   clip_norm: float = 10.0
+  # Gradients are taken of `loss * gradient_loss_scale`; 0 means
+  # data.unroll_steps. The loss is a per-token mean, so this matches
+  # bilm-tf, which differentiates mean loss x unroll_steps (a sum over the
+  # window, mean over the batch); Adagrad's learning rate 0.2 and the clip
+  # at 10 assume that scale.
+  gradient_loss_scale: float = 0.0
   epochs: int = 10
   max_steps: int = 0  # 0: run `epochs` epochs.
   seed: int = 42

@@ -411,6 +411,8 @@ class Trainer:
     clip_norm = self.config.train.clip_norm
     n_replicas = self.strategy.num_replicas_in_sync
     stream = self.config.data.batching == "stream"
+    gradient_scale = (self.config.train.gradient_loss_scale or
+                      float(self.config.data.unroll_steps))
 
     def replica_step(batch):
       context = tf.distribute.get_replica_context()
@@ -423,7 +425,7 @@ class Trainer:
         outputs = model(batch, training=True)
         # Each replica's gradient is summed across replicas below, so scale
         # the per-replica mean loss by 1 / replicas.
-        loss = outputs["loss"] / n_replicas
+        loss = outputs["loss"] * (gradient_scale / n_replicas)
       variables = model.trainable_variables
       grads = tape.gradient(loss, variables)
       if n_replicas > 1:
