@@ -101,6 +101,19 @@ class TrainerTest(unittest.TestCase):
                                 r"lstm\.cell_dim.*\(32, 48\)"):
       trainer_lib.Trainer(config, model_dir, cache_root=self.cache)
 
+  def test_resume_with_other_vocabulary_is_a_clear_error(self):
+    model_dir = os.path.join(self.tmp, "other_vocab")
+    trainer_lib.train(tiny_config(self.corpus, max_steps=3), model_dir,
+                      cache_root=self.cache)
+    other_text = os.path.join(self.tmp, "other_text.txt")
+    with open(other_text, "w", encoding="utf-8") as f:
+      f.write("\n".join(f"word{i % 40} and word{(i * 7) % 40} again ."
+                        for i in range(400)) + "\n")
+    with self.assertRaisesRegex(trainer_lib.TrainingError,
+                                "another vocabulary"):
+      trainer_lib.Trainer(tiny_config(other_text, max_steps=6), model_dir,
+                          cache_root=self.cache)
+
   def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(self):
     model_dir = os.path.join(self.tmp, "nan")
     trainer_lib.train(tiny_config(self.corpus, max_steps=20), model_dir,
