@@ -34,6 +34,9 @@ _CONFIG = flags.DEFINE_string(
 _CACHE_DIR = flags.DEFINE_string(
     "cache_dir", None, "Where built-in and glob corpora are prepared "
     "(default $ELMO_TF_CACHE or ~/.cache/elmo_tf/corpora).")
+_EXPORT_DIR = flags.DEFINE_string(
+    "export_dir", "", "If set, export the trained model there as a SavedModel "
+    "at the end (as bin/export does; single-process runs). Empty: no export.")
 _SET = flags.DEFINE_multi_string(
     "set", [], "Override any config value: dotted.path=JSON_VALUE, e.g. "
     "model.lstm.cell_dim=512 or model.char_cnn.filters=[[1,32],[2,64]].")
@@ -70,7 +73,8 @@ _SHORTCUTS = {
     "seed": ("train.seed", flags.DEFINE_integer, 42, None, "Random seed."),
     "mixed_precision": ("train.mixed_precision", flags.DEFINE_enum, "float32",
                         ["float32", "mixed_bfloat16"],
-                        "mixed_bfloat16 uses this CPU's AMX units."),
+                        "mixed_bfloat16 pays off on CPUs with fast bfloat16 "
+                        "matmuls (AMX); see BENCHMARKS.md."),
     "jit_compile": ("train.jit_compile", flags.DEFINE_bool, False, None,
                     "Compile the train step with XLA."),
     "distribution": ("train.distribution", flags.DEFINE_enum, "default",
@@ -125,6 +129,10 @@ def build_config(model_dir: str) -> config_lib.ExperimentConfig:
   for name, (path, *_rest) in _SHORTCUTS.items():
     if flag_utils.explicitly_set(name):
       overrides[path] = flags.FLAGS[name].value
+  if "data.corpus" in overrides and not flag_utils.explicitly_set(
+      "tokenization"):
+    overrides["data.tokenization"] = _corpus_tokenization(
+        overrides["data.corpus"])
   for item in _SET.value:
     key, sep, value = item.partition("=")
     if not sep:
@@ -134,6 +142,18 @@ def build_config(model_dir: str) -> config_lib.ExperimentConfig:
     return config_lib.apply_overrides(config, overrides)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
+
+
+def _corpus_tokenization(corpus: str) -> str:
+  """The tokenization a corpus implies when --tokenization is not given:
+  a prepared directory's own, `segmented` for peoples_daily, else
+  `whitespace`."""
+  from elmo_tf import prepare  # Imports TensorFlow.
+  manifest = os.path.join(corpus, "manifest.json")
+  if os.path.isdir(corpus) and os.path.exists(manifest):
+    with open(manifest, encoding="utf-8") as f:
+      return json.load(f)["tokenization"]
+  return prepare.default_tokenization(corpus)
 
 
 def main(argv):
@@ -152,6 +172,11 @@ def main(argv):
         f"Watch training with:    tensorboard --logdir {model_dir}\n"
         f"Validation perplexity:  forward {results['forward_perplexity']:.2f}, "
         f"backward {results['backward_perplexity']:.2f}")
+  if _EXPORT_DIR.value:
+    from elmo_tf import export as export_lib  # Late, like trainer.
+    path = export_lib.export_saved_model(
+        model_dir, flag_utils.resolve_path(_EXPORT_DIR.value))
+    print(f"SavedModel:             {path}")
 
 
 if __name__ == "__main__":
