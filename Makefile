@@ -1,7 +1,7 @@
 # elmo_tf build entry points. See DEVELOPERS.md.
 #   make setup   Debian packages + .venv (idempotent; fast when nothing to do)
 #   make train   train, then evaluate (override TRAIN_ARGS / EVAL_ARGS)
-#   make test    pytest over tests/, then `bazel test //...` (both must pass)
+#   make test    set up, then `bazel test //...`: every test file through pytest
 #   make bench   benchmarks
 #   make clean   caches and Bazel outputs (keeps .venv and runs/)
 SHELL := /bin/bash
@@ -25,7 +25,7 @@ BENCH_ARGS  ?=
 PYTEST_ARGS ?= -q
 BAZEL_TEST_ARGS ?=
 
-.PHONY: setup train test pytest bazel-test bench clean distclean
+.PHONY: setup train test pytest pytest-collect bazel-test bench clean distclean
 
 setup:
 	bash tools/setup.sh
@@ -34,16 +34,24 @@ train: setup
 	$(PYTHON) -m bin.train $(TRAIN_ARGS)
 	$(PYTHON) -m bin.evaluate $(EVAL_ARGS)
 
+# Every test file runs once, under Bazel, through pytest (tools/pytest.bzl),
+# so both paths are exercised without running the suite twice: pytest first
+# checks that it collects the whole suite from the repository root.
 test: setup
-	$(MAKE) --no-print-directory pytest
+	$(MAKE) --no-print-directory pytest-collect
 	$(MAKE) --no-print-directory bazel-test
 
-# The two halves of `make test`, runnable alone (they assume `make setup`).
+# Parts of `make test`, runnable alone (they assume `make setup`).
+pytest-collect:
+	set -o pipefail; $(PYTHON) -m pytest --collect-only -q tests | tail -n 1
+
+# The whole suite directly under pytest (what developers run while editing).
 pytest:
 	$(PYTHON) -m pytest $(PYTEST_ARGS) tests
 
 bazel-test:
-	$(VENV_PATH) $(BAZEL) test $(BAZEL_TEST_ARGS) //...
+	$(VENV_PATH) $(BAZEL) test $(BAZEL_TEST_ARGS) //...; status=$$?; \
+	  $(PYTHON) tools/test_summary.py; exit $$status
 
 bench: setup
 	$(PYTHON) -m bench.run_all $(BENCH_ARGS)
