@@ -16,7 +16,7 @@ VENV_PATH := PATH=$(CURDIR)/$(VENV)/bin:$$PATH
 # on a 2-core machine (re-running it resumes, and stops at once when done).
 MODEL_DIR   ?= runs/ptb_cpu_small
 TRAIN_ARGS  ?= --corpus=ptb --preset=cpu_small --batching=stream \
-               --batch_size=64 --unroll_steps=20 --max_steps=900 \
+               --batch_size=64 --unroll_steps=20 --max_steps=600 \
                --checkpoint_every_steps=300 --eval_every_steps=300 \
                --model_dir=$(MODEL_DIR)
 EVAL_ARGS   ?= --model_dir=$(MODEL_DIR) --split=test \
