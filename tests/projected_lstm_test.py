@@ -109,6 +109,25 @@ class ProjectedLSTMTest(tf.test.TestCase):
       self.assertAllClose(h[1], h1[0], atol=1e-6)
       self.assertAllClose(c[1], c1[0], atol=1e-6)
 
+  def test_left_padding_as_at_the_start_of_a_stream(self):
+    # The first window of a shuffled stream epoch has padding at its start.
+    layer = self._make_layer()
+    initial = (tf.constant(self.h0[1:2]), tf.constant(self.c0[1:2]))
+    for go_backwards in (False, True):
+      left = np.concatenate([np.zeros_like(self.x[1:2, :2]),
+                             self.x[1:2, :4]], axis=1)  # (1, 6, input)
+      left_mask = np.array([[False, False, True, True, True, True]])
+      padded, (h, c) = layer(tf.constant(left), mask=tf.constant(left_mask),
+                             initial_state=initial,
+                             go_backwards=go_backwards)
+      alone, (h1, c1) = layer(tf.constant(self.x[1:2, :4]),
+                              initial_state=initial,
+                              go_backwards=go_backwards)
+      self.assertAllClose(padded[0, 2:], alone[0], atol=1e-6)
+      self.assertAllEqual(padded[0, :2], np.zeros((2, self.projection_dim)))
+      self.assertAllClose(h, h1, atol=1e-6)
+      self.assertAllClose(c, c1, atol=1e-6)
+
   def test_default_state_is_zero_and_state_is_float32(self):
     layer = self._make_layer()
     outputs, (h, c) = layer(tf.constant(self.x))

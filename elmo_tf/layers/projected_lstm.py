@@ -23,11 +23,12 @@ class ProjectedLSTM(keras.layers.Layer):
   The input part `x @ kernel[:input_dim]` is computed for all steps in one
   matmul; only `h @ kernel[input_dim:]` runs inside a `tf.while_loop`.
 
-  Masking assumes right padding (real tokens first). At masked steps the
-  state is carried unchanged and the output is zero. With
-  `go_backwards=True` every row's real tokens are read from the last to the
-  first (`tf.reverse_sequence` with lengths from the mask) and the outputs
-  are put back at their original positions, so a sentence gives the same
+  Padding may be anywhere (right padding in sentences, left padding at the
+  start of a stream): at masked steps the state is carried unchanged and
+  the output is zero. With `go_backwards=True` the time axis (mask
+  included) is reversed, so every row's real tokens are read from the last
+  to the first, and the outputs are put back at their original positions,
+  so a sentence gives the same
   outputs whatever the padding; the final state is then the state after
   reading the first token.
 
@@ -128,8 +129,12 @@ class ProjectedLSTM(keras.layers.Layer):
     c0 = tf.cast(c0, dtype)  # (batch, cell_dim)
 
     if go_backwards:
-      lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)  # (batch,)
-      x = tf.reverse_sequence(x, lengths, seq_axis=1, batch_axis=0)
+      # Reverse the whole time axis, mask included: masked steps carry the
+      # state unchanged, so each row reads its real tokens last to first
+      # wherever its padding is (right padding in sentences, left padding
+      # at the start of a stream), starting from `initial_state`.
+      x = tf.reverse(x, axis=[1])
+      mask = tf.reverse(mask, axis=[1])
 
     kernel = tf.cast(self.kernel, dtype)
     input_kernel = kernel[:self.input_dim]  # (input_dim, 4 * cell)
@@ -182,7 +187,7 @@ class ProjectedLSTM(keras.layers.Layer):
         maximum_iterations=n_steps)  # Bounds the loop for XLA.
     outputs = tf.transpose(outputs.stack(), (1, 0, 2))  # (batch, time, proj)
     if go_backwards:
-      outputs = tf.reverse_sequence(outputs, lengths, seq_axis=1, batch_axis=0)
+      outputs = tf.reverse(outputs, axis=[1])
     state = (tf.cast(h_final, tf.float32), tf.cast(c_final, tf.float32))
     return outputs, state
 
