@@ -12,10 +12,7 @@ Layout of `model_dir`:
   train/, validation/  TensorBoard event files
 """
 
-import contextlib
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import time
@@ -65,11 +62,6 @@ def set_precision(mixed_precision: str) -> None:
     raise ValueError(f"Unknown mixed_precision {mixed_precision!r}; choose "
                      "float32 or mixed_bfloat16.")
   keras.mixed_precision.set_global_policy(mixed_precision)
-
-
-def _file_sha256(path: str) -> str:
-  with tf.io.gfile.GFile(path, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()
 
 
 def _is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -178,14 +170,6 @@ def model_checkpoint(model, **extra) -> tf.train.Checkpoint:
   return tf.train.Checkpoint(model_variables=variables_by_path(model), **extra)
 
 
-def _zero_state(model_config: config_lib.ModelConfig, batch_size: int):
-  """Zero LSTM state for every layer: list of (h (B, P), c (B, C))."""
-  lstm = model_config.lstm
-  return [(tf.zeros((batch_size, lstm.projection_dim)),
-           tf.zeros((batch_size, lstm.cell_dim)))
-          for _ in range(lstm.n_layers)]
-
-
 # ---------------------------------------------------------------------------
 # Evaluation.
 
@@ -203,7 +187,6 @@ def evaluate_model(model: bilm_lib.BidirectionalLM,
   Returns: dict with forward/backward/average loss and perplexity and the
   number of target tokens per direction.
   """
-  model_config = model.model_config
 
   @tf.function(reduce_retracing=True)
   def eval_step(batch):
@@ -221,8 +204,7 @@ def evaluate_model(model: bilm_lib.BidirectionalLM,
     if batching == "stream":
       if state is None:
         batch_size = int(batch["token_ids"].shape[0])
-        state = (_zero_state(model_config, batch_size),
-                 _zero_state(model_config, batch_size))
+        state = model.backbone.initial_state(batch_size)
       batch = dict(batch, forward_state=state[0], backward_state=state[1])
     f_sum, b_sum, f_n, b_n, f_state, b_state = eval_step(batch)
     if batching == "stream":
@@ -302,15 +284,6 @@ def default_cache_root() -> str:
 
 # ---------------------------------------------------------------------------
 # Training.
-
-
-@dataclasses.dataclass
-class _StepMetrics:
-  loss: float
-  forward_loss: float
-  backward_loss: float
-  grad_norm: float
-  tokens: float
 
 
 class Trainer:
@@ -474,8 +447,7 @@ class Trainer:
 
   def _initial_stream_state(self):
     per_replica = self._global_batch_size // self.strategy.num_replicas_in_sync
-    zeros = (_zero_state(self.config.model, per_replica),
-             _zero_state(self.config.model, per_replica))
+    zeros = self.model.backbone.initial_state(per_replica)
     if self.strategy.num_replicas_in_sync == 1:
       return zeros
     return self.strategy.experimental_distribute_values_from_function(
