@@ -4,6 +4,8 @@ import os
 
 from absl import flags
 
+from elmo_tf import corpora
+
 
 def resolve_path(path: str) -> str:
   """Resolves `path` against the caller's directory.
@@ -18,21 +20,12 @@ def resolve_path(path: str) -> str:
 
 
 def resolve_corpus(corpus: str) -> str:
-  """Resolves the paths of a corpus spec; built-in names stay as they are.
+  """Resolves the paths of a corpus spec against the caller's directory.
 
-  Specs are `GLOB[,GLOB]`, `train=GLOB;valid=GLOB;test=GLOB` or a prepared
-  directory (see elmo_tf/corpora.py).
+  Built-in names stay as they are; see `elmo_tf.corpora.absolute_spec`.
   """
-  if corpus in ("ptb", "peoples_daily"):
-    return corpus
-  groups = []
-  for group in corpus.split(";"):
-    key, sep, globs = group.partition("=")
-    if not sep:
-      key, globs = "", group
-    resolved = ",".join(resolve_path(g) for g in globs.split(","))
-    groups.append(f"{key}={resolved}" if sep else resolved)
-  return ";".join(groups)
+  return corpora.absolute_spec(
+      corpus, os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd()))
 
 
 def explicitly_set(name: str) -> bool:
