@@ -7,7 +7,7 @@ are its own.
 import subprocess
 import sys
 
-BENCHMARKS = ("bench.vocab_bench", "bench.train_bench")
+BENCHMARKS = ("bench.vocab_bench", "bench.train_bench", "bench.embed_bench")
 
 
 def main() -> int:

@@ -142,40 +142,47 @@ class ProjectedLSTM(keras.layers.Layer):
     bias = tf.cast(self.bias, dtype)
     projection = tf.cast(self.projection, dtype)  # (cell, projection_dim)
 
+    # The forget bias is folded into the bias of the f gate once, outside
+    # the loop: at small batch sizes the loop's cost is per op, not per flop.
+    cell = self.cell_dim
+    gate_bias = bias + tf.concat(
+        [tf.zeros((2 * cell,), dtype),
+         tf.fill((cell,), tf.constant(self.forget_bias, dtype)),
+         tf.zeros((cell,), dtype)], axis=0)  # (4 * cell,) order i, j, f, o
     # Input contribution of every step at once, time major:
     # (time, batch, 4 * cell).
     x_time_major = tf.transpose(x, (1, 0, 2))
-    input_gates = tf.tensordot(x_time_major, input_kernel, axes=1) + bias
+    input_gates = tf.tensordot(x_time_major, input_kernel, axes=1) + gate_bias
     mask_time_major = tf.transpose(mask, (1, 0))[:, :, None]  # (time, batch, 1)
     # TensorArrays (not slices of captured tensors) keep the gradient of the
     # loop linear in time.
     input_gates_ta = tf.TensorArray(
         dtype, size=n_steps,
-        element_shape=tf.TensorShape([None, 4 * self.cell_dim])).unstack(
-            input_gates)
+        element_shape=tf.TensorShape([None, 4 * cell])).unstack(input_gates)
     mask_ta = tf.TensorArray(
         tf.bool, size=n_steps,
         element_shape=tf.TensorShape([None, 1])).unstack(mask_time_major)
 
-    forget_bias = tf.constant(self.forget_bias, dtype)
     cell_clip = self.cell_clip
     projection_clip = self.projection_clip
 
     def step(t, h_prev, c_prev, outputs):
       # h_prev: (batch, projection_dim), c_prev: (batch, cell)
       z = input_gates_ta.read(t) + tf.matmul(h_prev, recurrent_kernel)
-      i, j, f, o = tf.split(z, 4, axis=-1)  # each (batch, cell)
-      c = tf.sigmoid(f + forget_bias) * c_prev + tf.sigmoid(i) * tf.tanh(j)
+      # One sigmoid over all four gates (j's is unused): fewer ops per step.
+      i, _, f, o = tf.split(tf.sigmoid(z), 4, axis=-1)  # each (batch, cell)
+      j = tf.tanh(z[:, cell:2 * cell])  # (batch, cell)
+      c = f * c_prev + i * j
       if cell_clip:
         c = tf.clip_by_value(c, -cell_clip, cell_clip)
-      m = tf.sigmoid(o) * tf.tanh(c)  # (batch, cell)
-      h = tf.matmul(m, projection)  # (batch, projection_dim)
+      h = tf.matmul(o * tf.tanh(c), projection)  # (batch, projection_dim)
       if projection_clip:
         h = tf.clip_by_value(h, -projection_clip, projection_clip)
       keep = mask_ta.read(t)  # (batch, 1)
       h_next = tf.where(keep, h, h_prev)
       c_next = tf.where(keep, c, c_prev)
-      outputs = outputs.write(t, tf.where(keep, h, tf.zeros_like(h)))
+      # Masked steps are zeroed after the loop, in one op.
+      outputs = outputs.write(t, h_next)
       return t + 1, h_next, c_next, outputs
 
     outputs = tf.TensorArray(dtype, size=n_steps,
@@ -186,6 +193,7 @@ class ProjectedLSTM(keras.layers.Layer):
         (tf.constant(0), h0, c0, outputs),
         maximum_iterations=n_steps)  # Bounds the loop for XLA.
     outputs = tf.transpose(outputs.stack(), (1, 0, 2))  # (batch, time, proj)
+    outputs = outputs * tf.cast(mask, dtype)[:, :, None]
     if go_backwards:
       outputs = tf.reverse(outputs, axis=[1])
     state = (tf.cast(h_final, tf.float32), tf.cast(c_final, tf.float32))
