@@ -1,12 +1,15 @@
 """Exports a trained biLM as a SavedModel (TF-Hub ELMo signatures).
 
   python -m bin.export --model_dir=runs/ptb_cpu_small
-  bazel run //bin:export -- --model_dir=runs/ptb --out=savedmodels/ptb \
-      --trainable_bilm
+  bazel run //bin:export -- --model_dir=runs/ptb \
+      --output_dir=savedmodels/ptb --trainable_bilm
 
 Reads the latest checkpoint, config.json and vocab.txt of --model_dir and
 writes a self-contained SavedModel (default: savedmodels/<name of
 model_dir>/); see elmo_tf/export.py for its signatures and assets.
+
+The flags are named so that they clash with no other program's
+(bin/prepare_corpus has --out and --tokenization).
 """
 
 import os
@@ -16,26 +19,30 @@ from absl import flags
 from absl import logging
 
 from bin import flag_utils
+from elmo_tf import config as config_lib
+
+_DEFAULTS = config_lib.ExportConfig()
 
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", None, "A training run directory (config.json, vocab.txt, "
     "ckpt-N) written by bin/train.", required=True)
-_OUT = flags.DEFINE_string(
-    "out", "", "Where to write the SavedModel (replaced if it exists); "
-    "default savedmodels/<basename of --model_dir>.")
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", "", "Where to write the SavedModel (replaced if it "
+    "exists); default savedmodels/<basename of --model_dir>.")
 _TRAINABLE_BILM = flags.DEFINE_bool(
-    "trainable_bilm", False, "List every biLM weight in the SavedModel's "
-    "trainable_variables (full fine-tuning with hub.KerasLayer); by default "
-    "only the scalar-mix weights s_j and gamma are trainable.")
+    "trainable_bilm", _DEFAULTS.trainable_biLM, "List every biLM weight in "
+    "the SavedModel's trainable_variables (full fine-tuning with "
+    "hub.KerasLayer); by default only the scalar-mix weights s_j and gamma "
+    "are trainable.")
 _L2_COEF = flags.DEFINE_float(
-    "l2_coef", None, "L2 coefficient on the scalar-mix weights s_j, returned "
-    "by regularization_losses (default: elmo_tf.export.DEFAULT_L2_COEF, "
-    "0.001).")
+    "l2_coef", _DEFAULTS.l2_coef, "L2 coefficient on the scalar-mix weights "
+    "s_j, returned by regularization_losses.")
 _DO_LAYER_NORM = flags.DEFINE_bool(
-    "do_layer_norm", False, "Normalize every biLM layer before the weighted "
-    "sum.")
-_TOKENIZATION = flags.DEFINE_enum(
-    "tokenization", None, ["whitespace", "segmented", "chinese_chars"],
+    "do_layer_norm", _DEFAULTS.do_layer_norm, "Normalize every biLM layer "
+    "before the weighted sum.")
+_EXPORT_TOKENIZATION = flags.DEFINE_enum(
+    "export_tokenization", _DEFAULTS.tokenization,
+    ["whitespace", "segmented", "chinese_chars"],
     "Tokenization of the `default` signature (default: the model's own). "
     "Required for models trained with jieba, which cannot run in a graph: "
     "use segmented and give it text segmented beforehand.")
@@ -51,23 +58,20 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   model_dir = flag_utils.resolve_path(_MODEL_DIR.value)
-  out_dir = (flag_utils.resolve_path(_OUT.value) if _OUT.value
+  out_dir = (flag_utils.resolve_path(_OUTPUT_DIR.value) if _OUTPUT_DIR.value
              else default_out_dir(model_dir))
+  options = config_lib.ExportConfig(
+      trainable_biLM=_TRAINABLE_BILM.value, l2_coef=_L2_COEF.value,
+      do_layer_norm=_DO_LAYER_NORM.value,
+      tokenization=_EXPORT_TOKENIZATION.value)
   from elmo_tf import export as export_lib  # Late: TensorFlow start-up is slow.
-  kwargs = {}
-  if _L2_COEF.value is not None:
-    kwargs["l2_coef"] = _L2_COEF.value
   try:
-    path = export_lib.export_saved_model(
-        model_dir, out_dir, trainable_biLM=_TRAINABLE_BILM.value,
-        do_layer_norm=_DO_LAYER_NORM.value,
-        tokenization=_TOKENIZATION.value, **kwargs)
+    path = export_lib.export_saved_model(model_dir, out_dir, options)
   except export_lib.ExportError as e:
     raise app.UsageError(str(e)) from None
   logging.info("SavedModel written to %s.", path)
-  print(f"\nSavedModel: {path}\n"
-        f"Use it with: import tensorflow_text; "
-        f"tf.saved_model.load({path!r}).signatures['default'](sentences)")
+  print(f"\nSavedModel:  {path}\n"
+        f"Use it with: {flag_utils.hub_usage(path)}")
 
 
 if __name__ == "__main__":

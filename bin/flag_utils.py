@@ -30,3 +30,10 @@ def resolve_corpus(corpus: str) -> str:
 
 def explicitly_set(name: str) -> bool:
   return flags.FLAGS[name].present > 0
+
+
+def hub_usage(saved_model: str) -> str:
+  """One line of Python loading `saved_model` with hub.KerasLayer (tf_keras)."""
+  return ("import tensorflow_hub as hub, tensorflow_text; "
+          f"hub.KerasLayer({saved_model!r}, trainable=True, "
+          "output_key='default')")

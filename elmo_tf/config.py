@@ -2,8 +2,9 @@
 
 Every config is a frozen dataclass that round-trips through JSON
 (`to_json` / `from_json`). The full `ExperimentConfig` is written as
-`config.json` beside checkpoints and into exported SavedModels; flags in
-`bin/` only override it.
+`config.json` beside checkpoints and into exported SavedModels, and the
+`ExportConfig` of an export into its assets/elmo_tf.json; flags in `bin/`
+only override them.
 """
 
 import dataclasses
@@ -188,6 +189,27 @@ class TrainConfig(_JsonMixin):
   max_checkpoints_to_keep: int = 3
   # Batches of the validation split used by periodic evaluation (0: all).
   eval_max_batches: int = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig(_JsonMixin):
+  """Options of a SavedModel export (elmo_tf/export.py, bin/export).
+
+  Written into the SavedModel's assets/elmo_tf.json; `ElmoEmbedding` takes
+  `l2_coef` and `do_layer_norm` from there unless given.
+  """
+  # Also list every biLM weight in the SavedModel's trainable_variables
+  # (full fine-tuning with hub.KerasLayer(..., trainable=True)); by default
+  # only the scalar-mix weights s_j and gamma are trainable.
+  trainable_biLM: bool = False
+  # L2 coefficient on the scalar-mix weights s_j, returned by the
+  # SavedModel's regularization_losses (the paper's lambda = 0.001).
+  l2_coef: float = 1e-3
+  # Normalize every biLM layer before the weighted sum.
+  do_layer_norm: bool = False
+  # Tokenization of the `default` signature (whitespace | segmented |
+  # chinese_chars); None: the model's own (data.tokenization).
+  tokenization: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

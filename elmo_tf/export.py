@@ -1,13 +1,15 @@
 r"""SavedModel export: TF-Hub ELMo signatures and a reusable `__call__`.
 
-`export_saved_model(model_dir, out_dir)` turns the latest checkpoint of a
-training run into a self-contained SavedModel:
+`export_saved_model(model_dir, out_dir, options)` turns the latest
+checkpoint of a training run into a self-contained SavedModel (`options` is
+a `config.ExportConfig`):
 
   out_dir/
     saved_model.pb, variables/    the network and its weights (float32)
     assets/config.json            the ExperimentConfig of the run
     assets/vocab.txt              its vocabulary
     assets/elmo_tf.json           tokenization mode and export options
+                                  (the ExportConfig's values)
 
 Moving or copying the directory keeps it working: nothing refers to the
 training run any more.
@@ -40,6 +42,8 @@ in tokens, P = `lstm.projection_dim`, L = `lstm.n_layers`):
     biLM weight when exported with `trainable_biLM=True`); and
     `regularization_losses`, one zero-argument function returning
     `l2_coef * sum(s ** 2)`.
+  (`trainable_biLM`, `l2_coef`, `do_layer_norm` and `tokenization` are the
+  fields of `config.ExportConfig`, where their defaults live.)
 
 Inference is stateless: a sentence gives the same vectors whatever else is
 in its batch and however much padding surrounds it.
@@ -78,11 +82,6 @@ CONFIG_ASSET = "config.json"
 VOCAB_ASSET = "vocab.txt"
 INFO_ASSET = "elmo_tf.json"
 FORMAT_VERSION = 1
-
-# Export options. TODO(config): an ExportConfig dataclass in config.py is the
-# intended home of these defaults (STYLE.md: defaults live in config.py).
-# L2 coefficient on the scalar-mix weights s_j (the paper's lambda = 0.001).
-DEFAULT_L2_COEF = 1e-3
 
 # Modes whose tokenizer is pure TensorFlow and can run inside a SavedModel.
 EXPORTABLE_TOKENIZATIONS = ("whitespace", "segmented", "chinese_chars")
@@ -235,19 +234,23 @@ class ElmoModule(tf.__internal__.tracking.AutoTrackable):
 
   Args:
     backbone: a built float32 `ElmoBackbone` holding the trained weights.
-    tokenizer: an exportable `tokenizers.Tokenizer`.
+    tokenizer: an exportable `tokenizers.Tokenizer` (for
+      `options.tokenization`, resolved by the caller).
     vocab: the `Vocabulary` (its table is used by word-id encoders).
-    trainable_biLM: list every biLM weight in `trainable_variables`.
-    l2_coef: coefficient of the L2 loss on the scalar-mix weights.
-    do_layer_norm: normalize each layer before mixing (`ScalarMix`).
+    options: `config.ExportConfig`; `trainable_biLM` lists every biLM
+      weight in `trainable_variables`, `l2_coef` is the L2 coefficient on
+      the scalar-mix weights, `do_layer_norm` normalizes each layer before
+      mixing (`ScalarMix`).
     assets: {asset file name: path of the file to copy into the SavedModel}.
   """
 
-  def __init__(self, backbone, tokenizer, vocab, trainable_biLM=False,
-               l2_coef=DEFAULT_L2_COEF, do_layer_norm=False, assets=None):
+  def __init__(self, backbone, tokenizer, vocab,
+               options: config_lib.ExportConfig = config_lib.ExportConfig(),
+               assets=None):
     super().__init__()
-    mix = ScalarMix(backbone.n_layers + 1, l2_coef=l2_coef,
-                    do_layer_norm=do_layer_norm, name="scalar_mix",
+    trainable_biLM = options.trainable_biLM
+    mix = ScalarMix(backbone.n_layers + 1, l2_coef=options.l2_coef,
+                    do_layer_norm=options.do_layer_norm, name="scalar_mix",
                     dtype="float32")
     mix.build()
     uses_token_ids = backbone.model_config.token_encoder != "chars"
@@ -345,18 +348,19 @@ def _check_tokenization(mode: str) -> None:
     raise ExportError(
         "This model was trained with tokenization 'jieba', which runs Python "
         "(the jieba package) and cannot be saved in a SavedModel graph. "
-        "Export with tokenization='segmented' (bin/export "
-        "--tokenization=segmented): the `default` signature then splits on "
-        "spaces, so give it text segmented by jieba beforehand, or feed "
-        "jieba's tokens to the `tokens` signature. A model trained with "
+        "Export with ExportConfig(tokenization='segmented') (bin/export "
+        "--export_tokenization=segmented): the `default` signature then "
+        "splits on spaces, so give it text segmented by jieba beforehand, or "
+        "feed jieba's tokens to the `tokens` signature. A model trained with "
         "'chinese_chars' needs no segmenter at all.")
   if mode not in EXPORTABLE_TOKENIZATIONS:
     raise ExportError(f"Unknown tokenization {mode!r}; exportable modes are "
                      f"{list(EXPORTABLE_TOKENIZATIONS)}.")
 
 
-def _check_out_dir(out_dir: str) -> None:
-  """out_dir must be new, empty or a SavedModel: it is replaced."""
+def check_out_dir(out_dir: str) -> None:
+  """Raises `ExportError` unless `out_dir` is new, empty or a SavedModel
+  (which an export replaces). bin/train calls it before training."""
   if (tf.io.gfile.isdir(out_dir) and tf.io.gfile.listdir(out_dir) and
       not tf.io.gfile.exists(os.path.join(out_dir, "saved_model.pb"))):
     raise ExportError(f"{out_dir} exists and is not a SavedModel; not "
@@ -365,11 +369,9 @@ def _check_out_dir(out_dir: str) -> None:
     raise ExportError(f"{out_dir} is a file; choose an output directory.")
 
 
-def export_saved_model(model_dir: str, out_dir: str,
-                       trainable_biLM: bool = False,
-                       l2_coef: float = DEFAULT_L2_COEF,
-                       do_layer_norm: bool = False,
-                       tokenization: str | None = None) -> str:
+def export_saved_model(
+    model_dir: str, out_dir: str,
+    options: config_lib.ExportConfig = config_lib.ExportConfig()) -> str:
   """Exports the latest checkpoint of `model_dir` as a SavedModel.
 
   Args:
@@ -377,14 +379,14 @@ def export_saved_model(model_dir: str, out_dir: str,
       vocab.txt, ckpt-N).
     out_dir: where to write the SavedModel; an existing SavedModel there is
       replaced, any other non-empty directory is an error.
-    trainable_biLM: also list every biLM weight in `trainable_variables`
-      (full fine-tuning with `hub.KerasLayer(..., trainable=True)`).
-    l2_coef: coefficient of the L2 penalty on the scalar-mix weights,
-      returned by `regularization_losses`.
-    do_layer_norm: normalize every layer before the weighted sum.
-    tokenization: tokenization mode of the `default` signature; defaults to
-      the one the model was trained with. Needed for 'jieba' models, which
-      are not exportable as such (use 'segmented').
+    options: the `config.ExportConfig`: `trainable_biLM` also lists every
+      biLM weight in `trainable_variables` (full fine-tuning with
+      `hub.KerasLayer(..., trainable=True)`); `l2_coef` is the coefficient
+      of the L2 penalty on the scalar-mix weights, returned by
+      `regularization_losses`; `do_layer_norm` normalizes every layer
+      before the weighted sum; `tokenization` is the mode of the `default`
+      signature, None for the one the model was trained with (needed for
+      'jieba' models, which are not exportable as such: use 'segmented').
 
   Returns:
     `out_dir`.
@@ -396,8 +398,9 @@ def export_saved_model(model_dir: str, out_dir: str,
   """
   # Late: ElmoEmbedding imports this module and needs no training code.
   from elmo_tf import trainer as trainer_lib
+  tokenization = options.tokenization
   out_dir = out_dir.rstrip("/") or out_dir
-  _check_out_dir(out_dir)
+  check_out_dir(out_dir)
   config_path = os.path.join(model_dir, trainer_lib.CONFIG_FILENAME)
   if tf.io.gfile.exists(config_path):
     # Fail before loading anything on a non-exportable tokenization.
@@ -429,9 +432,9 @@ def export_saved_model(model_dir: str, out_dir: str,
       "tokenization": mode,
       "trained_tokenization": config.data.tokenization,
       "checkpoint": os.path.basename(checkpoint),
-      "trainable_biLM": bool(trainable_biLM),
-      "l2_coef": float(l2_coef),
-      "do_layer_norm": bool(do_layer_norm),
+      "trainable_biLM": bool(options.trainable_biLM),
+      "l2_coef": float(options.l2_coef),
+      "do_layer_norm": bool(options.do_layer_norm),
       "outputs": output_keys(backbone.n_layers),
       "projection_dim": backbone.projection_dim,
       "n_layers": backbone.n_layers,
@@ -448,10 +451,8 @@ def export_saved_model(model_dir: str, out_dir: str,
     with open(assets[INFO_ASSET], "w", encoding="utf-8") as f:
       f.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
-    module = ElmoModule(
-        backbone, tokenizers_lib.get_tokenizer(mode), vocab,
-        trainable_biLM=trainable_biLM, l2_coef=l2_coef,
-        do_layer_norm=do_layer_norm, assets=assets)
+    module = ElmoModule(backbone, tokenizers_lib.get_tokenizer(mode), vocab,
+                        options=options, assets=assets)
     # Written beside out_dir, then renamed: a failed export leaves any
     # previous SavedModel intact.
     partial = out_dir + ".partial"

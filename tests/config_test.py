@@ -57,6 +57,28 @@ class ConfigTest(unittest.TestCase):
     with self.assertRaisesRegex(ValueError, "train.epochs"):
       config_lib.apply_overrides(experiment, {"train.epochs": "ten"})
 
+  def test_export_config_round_trips_through_json(self):
+    defaults = config_lib.ExportConfig()
+    self.assertEqual(defaults.l2_coef, 1e-3)  # The paper's lambda.
+    self.assertIsNone(defaults.tokenization)  # The model's own.
+    self.assertFalse(defaults.trainable_biLM)
+    self.assertFalse(defaults.do_layer_norm)
+    changed = defaults.replace(trainable_biLM=True, l2_coef=0.5,
+                               do_layer_norm=True, tokenization="segmented")
+    for options in (defaults, changed):
+      restored = config_lib.ExportConfig.from_json(options.to_json())
+      self.assertEqual(restored, options)
+    self.assertIsNone(json.loads(defaults.to_json())["tokenization"])
+    with tempfile.TemporaryDirectory() as tmp:
+      path = os.path.join(tmp, "export.json")
+      changed.save(path)
+      self.assertEqual(config_lib.ExportConfig.load(path), changed)
+    # An integer coefficient comes back as a float.
+    self.assertIsInstance(
+        config_lib.ExportConfig.from_dict({"l2_coef": 1}).l2_coef, float)
+    with self.assertRaisesRegex(ValueError, "l2"):
+      config_lib.ExportConfig.from_dict({"l2": 1.0})
+
   def test_unknown_preset(self):
     with self.assertRaisesRegex(ValueError, "cpu_small"):
       config_lib.preset("huge")

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 import elmo_tf
+from elmo_tf import config as config_lib
 from elmo_tf import export as export_lib
 from elmo_tf.elmo_embedding import ElmoEmbedding
 from tests import export_testutil
@@ -32,7 +33,8 @@ class ElmoEmbeddingTest(tf.test.TestCase):
     cls.tmp = tempfile.mkdtemp()
     model_dir = export_testutil.train_tiny_model(cls.tmp)
     cls.path = export_lib.export_saved_model(
-        model_dir, os.path.join(cls.tmp, "elmo"), l2_coef=L2_COEF)
+        model_dir, os.path.join(cls.tmp, "elmo"),
+        config_lib.ExportConfig(l2_coef=L2_COEF))
     cls.loaded = tf.saved_model.load(cls.path)
     cls.sentences, cls.labels = _labelled_sentences()
 

@@ -148,7 +148,7 @@ class ExportTest(tf.test.TestCase):
     s.assign([1.0, -2.0, 0.5])
     try:
       self.assertAllClose(self.loaded.regularization_losses[0](),
-                          export_lib.DEFAULT_L2_COEF * 5.25)
+                          config_lib.ExportConfig().l2_coef * 5.25)
     finally:
       s.assign(tf.zeros_like(s))
 
@@ -297,7 +297,7 @@ class ExportTest(tf.test.TestCase):
     run_dir = export_testutil.train_tiny_model(
         os.path.join(self.tmp, "concat"), max_steps=2,
         token_encoder="concat", mixed_precision="mixed_bfloat16")
-    # A relative --model_dir and the default --out resolve against the
+    # A relative --model_dir and the default --output_dir resolve against the
     # directory `bazel run` was called from. (A subprocess: bin.export's
     # flags would clash with other programs' imported by other tests.)
     env = dict(os.environ, BUILD_WORKING_DIRECTORY=os.path.dirname(run_dir),
@@ -305,7 +305,7 @@ class ExportTest(tf.test.TestCase):
     result = subprocess.run(
         [sys.executable, "-m", "bin.export",
          f"--model_dir={os.path.basename(run_dir)}",
-         "--tokenization=chinese_chars", "--l2_coef=0.5"],
+         "--export_tokenization=chinese_chars", "--l2_coef=0.5"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
         check=False)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])

@@ -16,6 +16,7 @@ import tensorflow as tf
 import tensorflow_hub as hub
 import tf_keras
 
+from elmo_tf import config as config_lib
 from elmo_tf import export as export_lib
 from tests import export_testutil
 
@@ -43,11 +44,12 @@ class HubKerasLayerTest(tf.test.TestCase):
     super().setUpClass()
     cls.tmp = tempfile.mkdtemp()
     model_dir = export_testutil.train_tiny_model(cls.tmp)
+    options = config_lib.ExportConfig(l2_coef=L2_COEF)
     cls.frozen = export_lib.export_saved_model(
-        model_dir, os.path.join(cls.tmp, "frozen"), l2_coef=L2_COEF)
+        model_dir, os.path.join(cls.tmp, "frozen"), options)
     cls.full = export_lib.export_saved_model(
-        model_dir, os.path.join(cls.tmp, "full"), trainable_biLM=True,
-        l2_coef=L2_COEF)
+        model_dir, os.path.join(cls.tmp, "full"),
+        options.replace(trainable_biLM=True))
     cls.sentences, cls.labels = _labelled_sentences()
 
   @classmethod
