@@ -6,7 +6,9 @@
 
 Reads the latest checkpoint, config.json and vocab.txt of --model_dir and
 writes a self-contained SavedModel (default: savedmodels/<name of
-model_dir>/); see elmo_tf/export.py for its signatures and assets.
+model_dir>/); see elmo_tf/export.py for its signatures and assets. bin/train
+already exports to <model_dir>/saved_model at the end of training; use this
+program for other options or another location.
 
 The flags are named so that they clash with no other program's
 (bin/prepare_corpus has --out and --tokenization).

@@ -7,6 +7,11 @@
 Re-running the same command resumes from the latest checkpoint in
 --model_dir. Every config value can be overridden with --set, e.g.
 --set=model.lstm.cell_dim=512 --set=train.log_every_steps=10.
+
+At the end, the trained model is exported as a SavedModel (as bin/export
+does) to <model_dir>/saved_model, replacing the previous export when a
+resumed run finishes again; --export_dir changes the location and
+--noexport skips it.
 """
 
 import json
@@ -34,9 +39,19 @@ _CONFIG = flags.DEFINE_string(
 _CACHE_DIR = flags.DEFINE_string(
     "cache_dir", None, "Where built-in and glob corpora are prepared "
     "(default $ELMO_TF_CACHE or ~/.cache/elmo_tf/corpora).")
+_EXPORT = flags.DEFINE_bool(
+    "export", True, "Export the trained model as a SavedModel at the end (as "
+    "bin/export does), replacing an earlier export. Not with "
+    "--distribution=multi_worker: run bin/export on the chief's --model_dir "
+    "after training.")
 _EXPORT_DIR = flags.DEFINE_string(
-    "export_dir", "", "If set, export the trained model there as a SavedModel "
-    "at the end (as bin/export does; single-process runs). Empty: no export.")
+    "export_dir", "", "Where --export writes the SavedModel; default "
+    "<model_dir>/saved_model.")
+_EXPORT_TRAINABLE_BILM = flags.DEFINE_bool(
+    "export_trainable_bilm", config_lib.ExportConfig().trainable_biLM,
+    "List every biLM weight in the exported SavedModel's trainable_variables "
+    "(full fine-tuning with hub.KerasLayer); bin/export has the other export "
+    "options.")
 _SET = flags.DEFINE_multi_string(
     "set", [], "Override any config value: dotted.path=JSON_VALUE, e.g. "
     "model.lstm.cell_dim=512 or model.char_cnn.filters=[[1,32],[2,64]].")
@@ -156,27 +171,75 @@ def _corpus_tokenization(corpus: str) -> str:
   return prepare.default_tokenization(corpus)
 
 
+def export_dir(model_dir: str,
+               config: config_lib.ExperimentConfig) -> str | None:
+  """Where to export at the end of training; None for no export."""
+  if not _EXPORT.value:
+    if _EXPORT_DIR.value:
+      raise app.UsageError("--export_dir is set but --noexport skips the "
+                           "export; drop one of them.")
+    return None
+  if config.train.distribution == "multi_worker":
+    # bin/train cannot tell the chief here; every worker would export.
+    logging.info("Not exporting a SavedModel from a multi_worker run; run "
+                 "bin/export --model_dir=%s after training.", model_dir)
+    return None
+  if _EXPORT_DIR.value:
+    return flag_utils.resolve_path(_EXPORT_DIR.value)
+  return os.path.join(model_dir, "saved_model")
+
+
+def export_options(
+    config: config_lib.ExperimentConfig) -> config_lib.ExportConfig:
+  """The ExportConfig of the export at the end of training."""
+  options = config_lib.ExportConfig(
+      trainable_biLM=_EXPORT_TRAINABLE_BILM.value)
+  if config.data.tokenization == "jieba":
+    # jieba runs Python, not a graph: the `default` signature then takes
+    # text segmented beforehand (see elmo_tf/export.py).
+    options = options.replace(tokenization="segmented")
+  return options
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   model_dir = flag_utils.resolve_path(_MODEL_DIR.value)
   config = build_config(model_dir)
+  out_dir = export_dir(model_dir, config)
   from elmo_tf import trainer  # Imported late: TensorFlow start-up is slow.
+  if out_dir:
+    from elmo_tf import export as export_lib  # Late, like trainer.
+    try:
+      export_lib.check_out_dir(out_dir)  # Before hours of training.
+    except export_lib.ExportError as e:
+      raise app.UsageError(f"--export_dir: {e}") from None
   results = trainer.train(
       config, model_dir,
       cache_root=flag_utils.resolve_path(_CACHE_DIR.value) if _CACHE_DIR.value
       else None)
   logging.info("Validation: %s", json.dumps(results, sort_keys=True))
-  print(f"\nCheckpoints and config: {model_dir}\n"
-        f"TensorBoard logs:       {model_dir}/train, {model_dir}/validation\n"
-        f"Watch training with:    tensorboard --logdir {model_dir}\n"
-        f"Validation perplexity:  forward {results['forward_perplexity']:.2f}, "
-        f"backward {results['backward_perplexity']:.2f}")
-  if _EXPORT_DIR.value:
-    from elmo_tf import export as export_lib  # Late, like trainer.
-    path = export_lib.export_saved_model(
-        model_dir, flag_utils.resolve_path(_EXPORT_DIR.value))
-    print(f"SavedModel:             {path}")
+  summary = (
+      f"\nCheckpoints and config: {model_dir}\n"
+      f"TensorBoard logs:       {model_dir}/train, {model_dir}/validation\n"
+      f"Watch training with:    tensorboard --logdir {model_dir}\n"
+      f"Validation perplexity:  forward {results['forward_perplexity']:.2f}, "
+      f"backward {results['backward_perplexity']:.2f}")
+  try:
+    if out_dir:
+      path = export_lib.export_saved_model(model_dir, out_dir,
+                                           export_options(config))
+      summary += (f"\nSavedModel:             {path}\n"
+                  f"Use it with:            {flag_utils.hub_usage(path)}")
+      if config.data.tokenization == "jieba":
+        summary += ("\n                        Its `default` signature takes "
+                    "text segmented with spaces (jieba cannot run in a "
+                    "graph).")
+    elif config.train.distribution == "multi_worker" and _EXPORT.value:
+      summary += ("\nSavedModel:             not exported (multi_worker); "
+                  f"run bin/export --model_dir={model_dir}")
+  finally:
+    print(summary)  # Also when the export fails: the checkpoints are there.
 
 
 if __name__ == "__main__":

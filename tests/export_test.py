@@ -344,6 +344,41 @@ class ExportTest(tf.test.TestCase):
           outputs, row, self.live(token_lists[row], live, vocab),
           len(token_lists[row]))
 
+  def test_bin_train_exports_at_the_end_and_again_after_resuming(self):
+    directory = os.path.join(self.tmp, "bin_train")
+    corpus, cache = export_testutil.prepare_toy_corpus(directory)
+    model_dir = os.path.join(directory, "run")
+    export_dir = os.path.join(model_dir, "saved_model")  # The default.
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+
+    def train(max_steps):
+      result = subprocess.run(
+          [sys.executable, "-m", "bin.train", f"--corpus={corpus}",
+           f"--model_dir={model_dir}", "--preset=tiny",
+           f"--max_steps={max_steps}", "--batch_size=16",
+           "--log_every_steps=1", "--checkpoint_every_steps=100",
+           "--eval_every_steps=0", f"--cache_dir={cache}",
+           "--set=train.eval_max_batches=1", "--export_trainable_bilm"],
+          cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+          timeout=300, check=False)
+      self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+      with open(os.path.join(export_dir, "assets", "elmo_tf.json")) as f:
+        return result.stdout, json.load(f)
+
+    stdout, info = train(max_steps=2)
+    self.assertIn(f"SavedModel:             {export_dir}\n", stdout)
+    self.assertIn(f"hub.KerasLayer({export_dir!r}", stdout)
+    self.assertEqual(info["checkpoint"], "ckpt-2")
+    self.assertTrue(info["trainable_biLM"])
+    self.assertEqual(info["l2_coef"], config_lib.ExportConfig().l2_coef)
+    # Resumed and finished again: the export is replaced by the new weights.
+    _, info = train(max_steps=3)
+    self.assertEqual(info["checkpoint"], "ckpt-3")
+    self.assertFalse(os.path.exists(export_dir + ".partial"))
+    loaded = tf.saved_model.load(export_dir)
+    self.assertLen(loaded.trainable_variables,
+                   len(export_lib.backbone_weights(self.backbone)) + 2)
+
 
 if __name__ == "__main__":
   unittest.main()

@@ -19,6 +19,17 @@ SENTENCES = [
 ]
 
 
+def prepare_toy_corpus(directory: str) -> tuple[str, str]:
+  """Writes and prepares the toy text under `directory`; returns the
+  prepared corpus directory and the cache directory it lies in."""
+  paths = toy_corpus.write_corpus(os.path.join(directory, "text"),
+                                  n_train=200, n_heldout=20)
+  cache = os.path.join(directory, "cache")
+  corpus = prepare_lib.ensure_prepared(paths["spec"], "whitespace",
+                                       cache).directory
+  return corpus, cache
+
+
 def train_tiny_model(directory: str, max_steps: int = 3,
                      token_encoder: str = "chars",
                      mixed_precision: str = "float32") -> str:
@@ -27,11 +38,7 @@ def train_tiny_model(directory: str, max_steps: int = 3,
   A few steps are enough: the tests compare the exported network with the
   live one, whatever its weights.
   """
-  paths = toy_corpus.write_corpus(os.path.join(directory, "text"),
-                                  n_train=200, n_heldout=20)
-  cache = os.path.join(directory, "cache")
-  corpus = prepare_lib.ensure_prepared(paths["spec"], "whitespace",
-                                       cache).directory
+  corpus, cache = prepare_toy_corpus(directory)
   config = config_lib.ExperimentConfig(
       model=config_lib.preset("tiny").replace(token_encoder=token_encoder),
       data=config_lib.DataConfig(corpus=corpus, tokenization="whitespace",
