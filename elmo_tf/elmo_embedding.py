@@ -32,6 +32,14 @@ class ElmoEmbedding(keras.layers.Layer):
   The mix's L2 penalty `l2_coef * sum(s ** 2)` is added to the model's
   losses.
 
+  Several mixes from one biLM pass: with `n_mixes=K` (output "elmo" or
+  "default") the layer holds K independent scalar mixes, named
+  `scalar_mix`, `scalar_mix_1`, ..., `scalar_mix_{K-1}`, runs the biLM
+  once and returns a list of K tensors, one per downstream use (the paper
+  feeds ELMo both to the input and to the output of its task RNN, each with
+  its own s_j and gamma). Every mix starts from the export's s_j and gamma
+  and adds its own L2 penalty.
+
   Saving: `get_config` stores `path`, and `model.save("m.keras")` stores
   the layer's current weights; loading rebuilds the layer from the
   SavedModel at `path` (which must still exist there) and then sets the
@@ -48,6 +56,8 @@ class ElmoEmbedding(keras.layers.Layer):
     do_layer_norm: normalize each layer before mixing; None takes the
       export's value.
     use_top_only: return `gamma * top layer` instead of the weighted sum.
+    n_mixes: number of independent scalar mixes (outputs "elmo" and
+      "default" only); more than 1 returns a list of that many tensors.
     **kwargs: standard `keras.layers.Layer` arguments (`name`, `dtype`).
 
   Call arguments:
@@ -64,10 +74,21 @@ class ElmoEmbedding(keras.layers.Layer):
   model.compile(keras.optimizers.Adam(1e-3), ...)
   model.fit(tf.data.Dataset.from_tensor_slices((sentences, labels)).batch(32))
   ```
+
+  Two mixes, for the input and the output of a task LSTM (a tagger):
+  ```python
+  text = keras.Input(shape=(), dtype="string")
+  elmo_in, elmo_out = elmo_tf.ElmoEmbedding(
+      "/abs/savedmodels/ptb", n_mixes=2)(text)  # 2 x (B, T, 2P)
+  hidden = keras.layers.Bidirectional(keras.layers.LSTM(
+      64, return_sequences=True))(elmo_in)  # (B, T, 128)
+  features = keras.layers.Concatenate()([hidden, elmo_out])  # (B, T, 128+2P)
+  tags = keras.layers.Dense(n_tags)(features)  # (B, T, n_tags)
+  ```
   """
 
   def __init__(self, path, output="elmo", trainable_biLM=False, l2_coef=None,
-               do_layer_norm=None, use_top_only=False, **kwargs):
+               do_layer_norm=None, use_top_only=False, n_mixes=1, **kwargs):
     super().__init__(**kwargs)
     # (`path` and `output` are read-only properties of Keras layers.)
     self.saved_model_path = os.fspath(path)
@@ -76,6 +97,12 @@ class ElmoEmbedding(keras.layers.Layer):
     if output not in valid:
       raise ValueError(f"Unknown output {output!r}; choose one of {valid}.")
     self.output_key = output
+    self.n_mixes = int(n_mixes)
+    if self.n_mixes < 1:
+      raise ValueError(f"n_mixes must be at least 1, got {n_mixes}.")
+    if self.n_mixes > 1 and output not in ("elmo", "default"):
+      raise ValueError(f"n_mixes={self.n_mixes} needs output 'elmo' or "
+                       f"'default' (the mixed outputs), not {output!r}.")
     self.trainable_biLM = bool(trainable_biLM)
     self.l2_coef = float(info["l2_coef"] if l2_coef is None else l2_coef)
     self.do_layer_norm = bool(
@@ -94,17 +121,29 @@ class ElmoEmbedding(keras.layers.Layer):
     self.backbone = ElmoBackbone(model_config, name="backbone",
                                  dtype=self.dtype_policy)
     self.backbone.trainable = self.trainable_biLM
-    self.scalar_mix = ScalarMix(
-        model_config.lstm.n_layers + 1, l2_coef=self.l2_coef,
-        do_layer_norm=self.do_layer_norm, use_top_only=self.use_top_only,
-        name="scalar_mix", dtype=self.dtype_policy)
+    # The first mix keeps the name "scalar_mix" (and the attribute
+    # `scalar_mix`), so Keras files saved before `n_mixes` existed load.
+    self.scalar_mixes = [
+        ScalarMix(model_config.lstm.n_layers + 1, l2_coef=self.l2_coef,
+                  do_layer_norm=self.do_layer_norm,
+                  use_top_only=self.use_top_only,
+                  name="scalar_mix" + (f"_{i}" if i else ""),
+                  dtype=self.dtype_policy)
+        for i in range(self.n_mixes)]
+    self.scalar_mix = self.scalar_mixes[0]
 
   def build(self, input_shape=None):
     self.backbone.build()
-    self.scalar_mix.build()
-    # The exported weights (a Keras file loaded later overrides them).
+    for mix in self.scalar_mixes:
+      mix.build()
+    # The exported weights (a Keras file loaded later overrides them); every
+    # mix starts from the exported s_j and gamma.
     export_lib.restore_weights(self.saved_model_path, self.backbone,
                                self.scalar_mix)
+    exported = export_lib.scalar_mix_weights(self.scalar_mix)
+    for mix in self.scalar_mixes[1:]:
+      export_lib.copy_weights(exported, export_lib.scalar_mix_weights(mix),
+                              what=f"the exported mix into {mix.name}")
     self.built = True
 
   def call(self, inputs, training=None):
@@ -113,9 +152,17 @@ class ElmoEmbedding(keras.layers.Layer):
                                            inputs["sequence_len"])
     else:
       tokens = self.tokenizer.tokenize(inputs)  # (B, (tokens))
-    outputs = export_lib.embed_tokens(
-        self.backbone, self.scalar_mix, tokens, token_table=self.token_table,
+    # One biLM pass, whatever the number of mixes.
+    bilm = export_lib.run_bilm(
+        self.backbone, tokens, token_table=self.token_table,
         training=bool(training) and self.trainable_biLM)
+    if self.n_mixes > 1:
+      # n_mixes x (B, T, 2P) for "elmo", n_mixes x (B, 2P) for "default".
+      return [export_lib.mix_layers(mix, bilm)[self.output_key]
+              for mix in self.scalar_mixes]
+    outputs = export_lib.merge_outputs(
+        bilm, export_lib.mix_layers(self.scalar_mix, bilm),
+        self.backbone.n_layers)
     return outputs if self.output_key == "all" else outputs[self.output_key]
 
   def compute_output_spec(self, inputs, training=None):
@@ -134,7 +181,12 @@ class ElmoEmbedding(keras.layers.Layer):
         default=keras.KerasTensor((batch, 2 * p), dtype),
         sequence_len=keras.KerasTensor((batch,), "int32"),
         mask=keras.KerasTensor((batch, None), "bool"))
-    return specs if self.output_key == "all" else specs[self.output_key]
+    if self.output_key == "all":
+      return specs
+    if self.n_mixes > 1:
+      return [keras.KerasTensor(specs[self.output_key].shape, dtype)
+              for _ in range(self.n_mixes)]
+    return specs[self.output_key]
 
   def get_config(self):
     config = super().get_config()
@@ -145,5 +197,6 @@ class ElmoEmbedding(keras.layers.Layer):
         "l2_coef": self.l2_coef,
         "do_layer_norm": self.do_layer_norm,
         "use_top_only": self.use_top_only,
+        "n_mixes": self.n_mixes,
     })
     return config

@@ -157,21 +157,22 @@ def tokens_to_ragged(tokens, sequence_len) -> tf.RaggedTensor:
   return tf.RaggedTensor.from_tensor(tokens, lengths=sequence_len)
 
 
-def embed_tokens(backbone: ElmoBackbone, scalar_mix: ScalarMix,
-                 tokens: tf.RaggedTensor, token_table=None,
-                 training=False) -> dict[str, tf.Tensor]:
-  """All ELMo outputs of tokenized sentences (see the module docstring).
+def run_bilm(backbone: ElmoBackbone, tokens: tf.RaggedTensor,
+             token_table=None, training=False) -> dict[str, tf.Tensor]:
+  """The biLM's layers for tokenized sentences, before any scalar mix.
 
   Args:
     backbone: the biLM.
-    scalar_mix: a `ScalarMix` over the backbone's L + 1 layers.
     tokens: (B, (n)) string RaggedTensor, without `<S>` / `</S>`.
     token_table: a `tf.lookup` table string -> word id, needed when the
       backbone's token encoder uses word ids (not for "chars").
     training: passed to the backbone (its dropout).
 
   Returns:
-    dict of `output_keys(L)`; float outputs in the backbone's compute dtype.
+    dict with the outputs that do not depend on a mix: `word_emb` (B, T, P),
+    `lstm_outputs{i}` (B, T, 2P), `sequence_len` (B,) int32, `mask` (B, T)
+    bool; and `layers` (B, L+1, T, 2P), the input of the scalar mix. Float
+    outputs are in the backbone's compute dtype and zero at padding.
   """
   tokens = tokens.with_row_splits_dtype(tf.int32)
   batch_size = tokens.nrows()
@@ -203,17 +204,51 @@ def embed_tokens(backbone: ElmoBackbone, scalar_mix: ScalarMix,
   layers = layers * mask_f[:, tf.newaxis, :, tf.newaxis]
   word_emb = out["token_representation"][:, 1:max_len + 1]  # (B, T, P)
   word_emb = word_emb * mask_f[..., tf.newaxis]
-  elmo = scalar_mix(layers, mask=mask)  # (B, T, 2P), zero at padding
-  count = tf.maximum(tf.cast(sequence_len, elmo.dtype), 1.0)[:, tf.newaxis]
   outputs = {"word_emb": word_emb}
   for i in range(1, backbone.n_layers + 1):
     outputs[f"lstm_outputs{i}"] = layers[:, i]  # (B, T, 2P)
-  outputs.update(
-      elmo=elmo,
-      default=tf.reduce_sum(elmo, axis=1) / count,  # (B, 2P)
-      sequence_len=sequence_len,
-      mask=mask)
+  outputs.update(layers=layers, sequence_len=sequence_len, mask=mask)
   return outputs
+
+
+def mix_layers(scalar_mix: ScalarMix,
+               bilm: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  """`elmo` (B, T, 2P) and `default` (B, 2P) of one scalar mix over the
+  outputs of `run_bilm`."""
+  elmo = scalar_mix(bilm["layers"], mask=bilm["mask"])  # (B, T, 2P), 0 at pad
+  count = tf.maximum(tf.cast(bilm["sequence_len"], elmo.dtype),
+                     1.0)[:, tf.newaxis]  # (B, 1)
+  return {"elmo": elmo,
+          "default": tf.reduce_sum(elmo, axis=1) / count}  # (B, 2P)
+
+
+def embed_tokens(backbone: ElmoBackbone, scalar_mix: ScalarMix,
+                 tokens: tf.RaggedTensor, token_table=None,
+                 training=False) -> dict[str, tf.Tensor]:
+  """All ELMo outputs of tokenized sentences (see the module docstring).
+
+  Args:
+    backbone: the biLM.
+    scalar_mix: a `ScalarMix` over the backbone's L + 1 layers.
+    tokens: (B, (n)) string RaggedTensor, without `<S>` / `</S>`.
+    token_table: a `tf.lookup` table string -> word id, needed when the
+      backbone's token encoder uses word ids (not for "chars").
+    training: passed to the backbone (its dropout).
+
+  Returns:
+    dict of `output_keys(L)`; float outputs in the backbone's compute dtype.
+  """
+  bilm = run_bilm(backbone, tokens, token_table=token_table,
+                  training=training)
+  return merge_outputs(bilm, mix_layers(scalar_mix, bilm), backbone.n_layers)
+
+
+def merge_outputs(bilm: dict[str, tf.Tensor], mixed: dict[str, tf.Tensor],
+                  n_layers: int) -> dict[str, tf.Tensor]:
+  """The dict of `output_keys(n_layers)`, in that order, from the results
+  of `run_bilm` and `mix_layers`."""
+  return {key: mixed[key] if key in mixed else bilm[key]
+          for key in output_keys(n_layers)}
 
 
 # === The exported module ===

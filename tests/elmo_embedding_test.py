@@ -4,6 +4,7 @@ import os
 import shutil
 import tempfile
 import unittest
+from unittest import mock
 
 import keras
 import numpy as np
@@ -13,6 +14,7 @@ import elmo_tf
 from elmo_tf import config as config_lib
 from elmo_tf import export as export_lib
 from elmo_tf.elmo_embedding import ElmoEmbedding
+from elmo_tf.models.backbone import ElmoBackbone
 from tests import export_testutil
 
 L2_COEF = 0.01
@@ -141,6 +143,105 @@ class ElmoEmbeddingTest(tf.test.TestCase):
     for name in ("char_encoder/projection/kernel", "forward_lstm_0/kernel",
                  "backward_lstm_1/projection"):
       self.assertIn(name, changed)
+
+  # --- Several mixes from one biLM pass ---
+
+  def test_mixes_share_one_biLM_pass_and_start_from_the_export(self):
+    layer = ElmoEmbedding(self.path, output="elmo", n_mixes=3, name="elmo")
+    text = tf.constant(self.sentences)
+    layer(text)  # Builds the layer.
+    self.assertEqual([mix.name for mix in layer.scalar_mixes],
+                     ["scalar_mix", "scalar_mix_1", "scalar_mix_2"])
+    self.assertIs(layer.scalar_mix, layer.scalar_mixes[0])
+    self.assertLen(layer.trainable_weights, 6)  # (s, gamma) x 3
+    self.assertLen(layer.weights, len(layer.backbone.weights) + 6)
+    original_call = ElmoBackbone.call
+    backbone_calls = []
+
+    def counting_call(backbone, *args, **kwargs):
+      backbone_calls.append(backbone.name)
+      return original_call(backbone, *args, **kwargs)
+
+    with mock.patch.object(ElmoBackbone, "call", counting_call):
+      outputs = layer(text)
+    self.assertEqual(backbone_calls, ["backbone"])
+    self.assertIsInstance(outputs, list)
+    self.assertLen(outputs, 3)
+    # Every mix starts from the exported s and gamma: the same vectors as
+    # the SavedModel's.
+    expected = self.loaded.signatures["default"](text)["elmo"]
+    for output in outputs:
+      self.assertAllClose(output, expected, atol=1e-5)
+    self.assertLen(layer.losses, 3)  # One L2 penalty per mix.
+
+  def test_mixes_config_shapes_and_errors(self):
+    layer = ElmoEmbedding(self.path, output="default", n_mixes=2)
+    config = layer.get_config()
+    self.assertEqual(config["n_mixes"], 2)
+    self.assertEqual(ElmoEmbedding.from_config(config).get_config(), config)
+    self.assertEqual(ElmoEmbedding(self.path).get_config()["n_mixes"], 1)
+    text = keras.Input(shape=(), dtype="string")
+    outputs = layer(text)
+    self.assertLen(outputs, 2)
+    p = 16  # The tiny preset's projection_dim.
+    for output in outputs:
+      self.assertEqual(tuple(output.shape), (None, 2 * p))
+    with self.assertRaisesRegex(ValueError, "n_mixes=2 needs output"):
+      ElmoEmbedding(self.path, output="word_emb", n_mixes=2)
+    with self.assertRaisesRegex(ValueError, "n_mixes must be at least 1"):
+      ElmoEmbedding(self.path, n_mixes=0)
+
+  def test_mixes_train_independently_and_save_and_reload(self):
+    keras.utils.set_random_seed(0)
+    text = keras.Input(shape=(), dtype="string", name="text")
+    elmo = ElmoEmbedding(self.path, output="default", n_mixes=2,
+                         name="elmo")
+    first, second = elmo(text)  # 2 x (B, 2P)
+    logits = keras.layers.Dense(2, name="head")(first)
+    # The loss uses mix 0 only.
+    model = keras.Model(text, logits)
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.05),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    first_mix, second_mix = elmo.scalar_mixes
+    before = [[v.numpy().copy() for v in mix.weights]
+              for mix in elmo.scalar_mixes]
+    self._fit(model)
+    for v, value in zip(first_mix.weights, before[0]):
+      self.assertNotAllClose(v.numpy(), value, msg=v.path)
+    # No gradient reached mix 1 (its L2 penalty is 0 at the exported s = 0,
+    # and Adam does not move a weight whose gradient stays 0).
+    for v, value in zip(second_mix.weights, before[1]):
+      self.assertAllEqual(v.numpy(), value, msg=v.path)
+    # Each mix's L2 penalty is a loss of the model (in no set order).
+    model(tf.constant(self.sentences[:2]))
+    penalty = L2_COEF * np.sum(first_mix.scalar_weights.numpy() ** 2)
+    self.assertGreater(penalty, 0.0)
+    self.assertAllClose(sorted(float(loss) for loss in model.losses),
+                        [0.0, penalty], rtol=1e-5)
+
+    # Save and reload a model with both mixes' outputs; mix 1 gets values
+    # of its own, which must come back from the .keras file.
+    second_mix.gamma.assign(2.5)
+    second_mix.scalar_weights.assign([0.3, -0.2, 0.1])
+    both = keras.Model(text, [logits, second])
+    sentences = tf.constant(self.sentences)
+    predictions = both.predict(sentences, verbose=0)
+    self.assertNotAllClose(predictions[1],
+                           self.loaded.signatures["default"](
+                               sentences)["default"])
+    file = os.path.join(self.tmp, "two_mixes.keras")
+    both.save(file)
+    reloaded = keras.models.load_model(file)
+    got = reloaded.predict(sentences, verbose=0)
+    for value, expected in zip(got, predictions):
+      self.assertAllClose(value, expected, atol=1e-6)
+    reloaded_elmo = reloaded.get_layer("elmo")
+    self.assertEqual(reloaded_elmo.n_mixes, 2)
+    for mix, original in zip(reloaded_elmo.scalar_mixes,
+                             elmo.scalar_mixes):
+      for v, w in zip(mix.weights, original.weights):
+        self.assertAllClose(v.numpy(), w.numpy(), msg=v.path)
 
   def test_moved_saved_model(self):
     moved = os.path.join(self.tmp, "moved", "elmo")
