@@ -340,6 +340,14 @@ class Trainer:
     restored = self.manager.restore_or_initialize()
     if restored:
       logging.info("Resumed from %s at step %d.", restored, self.current_step)
+      # The optimizer checkpoints its learning rate; the config (flags) of
+      # this run decides it, so that --learning_rate can change on resume.
+      saved_rate = float(keras.ops.convert_to_numpy(
+          self.optimizer.learning_rate))
+      if saved_rate != config.train.learning_rate:
+        logging.info("Learning rate %g (the checkpoint had %g).",
+                     config.train.learning_rate, saved_rate)
+        self.optimizer.learning_rate.assign(config.train.learning_rate)
     # The data position is the step: batch k of the (repeated, seeded)
     # training stream is always the same batch, so resuming skips the
     # batches already seen (cheaply: before char ids are computed). This

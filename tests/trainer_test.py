@@ -91,6 +91,19 @@ class TrainerTest(unittest.TestCase):
       np.testing.assert_allclose(split[name], whole[name], atol=1e-6,
                                  err_msg=name)
 
+  def test_resume_takes_the_new_learning_rate(self):
+    # The optimizer checkpoints its learning rate; the resumed run's config
+    # must win (lowering the rate for the end of a run).
+    model_dir = os.path.join(self.tmp, "new_rate")
+    trainer_lib.train(tiny_config(self.corpus, max_steps=4), model_dir,
+                      cache_root=self.cache)
+    resumed = trainer_lib.Trainer(
+        tiny_config(self.corpus, max_steps=8, learning_rate=0.05), model_dir,
+        cache_root=self.cache)
+    self.assertEqual(resumed.current_step, 4)
+    self.assertAlmostEqual(float(resumed.optimizer.learning_rate.numpy()),
+                           0.05, places=6)
+
   def test_resume_with_other_model_config_is_a_clear_error(self):
     model_dir = os.path.join(self.tmp, "incompatible")
     trainer_lib.train(tiny_config(self.corpus, max_steps=5), model_dir,
