@@ -101,7 +101,7 @@ def main(argv):
     raise app.UsageError(
         f"No SavedModel at {path}. Export one first, e.g. "
         "`python -m bin.export --model_dir=runs/ptb_cpu_small "
-        f"--output_dir={path}`, or pass --saved_model.")
+        f"--out={path}`, or pass --saved_model.")
   start = time.perf_counter()
   model = tf.saved_model.load(path)
   load_seconds = time.perf_counter() - start

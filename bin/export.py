@@ -2,7 +2,7 @@
 
   python -m bin.export --model_dir=runs/ptb_cpu_small
   bazel run //bin:export -- --model_dir=runs/ptb \
-      --output_dir=savedmodels/ptb --trainable_bilm
+      --out=savedmodels/ptb --trainable_bilm
 
 Reads the latest checkpoint, config.json and vocab.txt of --model_dir and
 writes a self-contained SavedModel (default: savedmodels/<name of
@@ -28,9 +28,8 @@ _DEFAULTS = config_lib.ExportConfig()
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", None, "A training run directory (config.json, vocab.txt, "
     "ckpt-N) written by bin/train.", required=True)
-_OUTPUT_DIR = flags.DEFINE_string(
-    "output_dir", "", "Where to write the SavedModel (replaced if it "
-    "exists); default savedmodels/<basename of --model_dir>.")
+_OUTPUT_DIR = flag_utils.OUT  # --out (shared with bin/prepare_corpus).
+flags.DEFINE_alias("output_dir", "out")
 _TRAINABLE_BILM = flags.DEFINE_bool(
     "trainable_bilm", _DEFAULTS.trainable_biLM, "List every biLM weight in "
     "the SavedModel's trainable_variables (full fine-tuning with "

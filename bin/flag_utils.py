@@ -6,6 +6,13 @@ from absl import flags
 
 from elmo_tf import corpora
 
+# Defined here, once, because two programs take it (an absl flag name can be
+# defined only once per process).
+OUT = flags.DEFINE_string(
+    "out", None, "Output directory. bin/prepare_corpus: the prepared corpus "
+    "(must not exist). bin/export: the SavedModel (an existing SavedModel "
+    "there is replaced; default savedmodels/<basename of --model_dir>).")
+
 
 def resolve_path(path: str) -> str:
   """Resolves `path` against the caller's directory.

@@ -21,6 +21,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from bin import flag_utils
+
 from elmo_tf import config as config_lib
 from elmo_tf import corpora
 from elmo_tf import prepare
@@ -35,7 +37,7 @@ _TOKENIZATION = flags.DEFINE_enum(
     "tokenization", None, ["whitespace", "segmented", "chinese_chars", "jieba"],
     "Tokenization mode. Default: segmented for peoples_daily, else "
     f"{_DEFAULTS.tokenization}.")
-_OUT = flags.DEFINE_string("out", None, "Output directory (must not exist).")
+_OUT = flag_utils.OUT  # --out: output directory (must not exist).
 _MIN_COUNT = flags.DEFINE_integer(
     "min_count", _DEFAULTS.min_count,
     "Leave words seen fewer times in train out of the vocabulary.")

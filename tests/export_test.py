@@ -297,7 +297,7 @@ class ExportTest(tf.test.TestCase):
     run_dir = export_testutil.train_tiny_model(
         os.path.join(self.tmp, "concat"), max_steps=2,
         token_encoder="concat", mixed_precision="mixed_bfloat16")
-    # A relative --model_dir and the default --output_dir resolve against the
+    # A relative --model_dir and the default --out resolve against the
     # directory `bazel run` was called from. (A subprocess: bin.export's
     # flags would clash with other programs' imported by other tests.)
     env = dict(os.environ, BUILD_WORKING_DIRECTORY=os.path.dirname(run_dir),
