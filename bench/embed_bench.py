@@ -142,7 +142,7 @@ def main(argv):
     default(batch)["elmo"].numpy()
   batch_seconds = time.perf_counter() - start
 
-  p50 = latency_report(latency_text)["p50_ms"]
+  text_report = latency_report(latency_text)
   results = {
       "benchmark": "embed_bench",
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
@@ -160,7 +160,7 @@ def main(argv):
       "intra_op_threads": _INTRA_OP_THREADS.value or "default",
       "load_seconds": round(load_seconds, 2),
       "latency_default_signature_batch1": {
-          "sentence_tokens": SENTENCE_TOKENS, **latency_report(latency_text)},
+          "sentence_tokens": SENTENCE_TOKENS, **text_report},
       "latency_tokens_signature_batch1": {
           "sentence_tokens": SENTENCE_TOKENS,
           **latency_report(latency_tokens)},
@@ -170,7 +170,8 @@ def main(argv):
                                         2),
           "sentences_per_sec": n_batches * BATCH_SIZE / batch_seconds,
           "tokens_per_sec": n_tokens / batch_seconds},
-      "goal": {"p50_ms_at_most": LATENCY_GOAL_MS, "met": p50 <= LATENCY_GOAL_MS},
+      "goal": {"p50_ms_at_most": LATENCY_GOAL_MS,
+               "met": text_report["p50_ms"] <= LATENCY_GOAL_MS},
   }
   os.makedirs(os.path.dirname(_OUTPUT.value), exist_ok=True)
   with open(_OUTPUT.value, "w", encoding="utf-8") as f:

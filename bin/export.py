@@ -10,8 +10,9 @@ model_dir>/); see elmo_tf/export.py for its signatures and assets. bin/train
 already exports to <model_dir>/saved_model at the end of training; use this
 program for other options or another location.
 
-The flags are named so that they clash with no other program's
-(bin/prepare_corpus has --out and --tokenization).
+--out is defined once in bin/flag_utils.py, shared with bin/prepare_corpus
+(--output_dir is an alias); the tokenization flag is --export_tokenization,
+as bin/prepare_corpus has its own --tokenization.
 """
 
 import os

@@ -152,18 +152,18 @@ class ElmoEmbedding(keras.layers.Layer):
                                            inputs["sequence_len"])
     else:
       tokens = self.tokenizer.tokenize(inputs)  # (B, (tokens))
-    # One biLM pass, whatever the number of mixes.
-    bilm = export_lib.run_bilm(
-        self.backbone, tokens, token_table=self.token_table,
-        training=bool(training) and self.trainable_biLM)
-    if self.n_mixes > 1:
-      # n_mixes x (B, T, 2P) for "elmo", n_mixes x (B, 2P) for "default".
-      return [export_lib.mix_layers(mix, bilm)[self.output_key]
-              for mix in self.scalar_mixes]
-    outputs = export_lib.merge_outputs(
-        bilm, export_lib.mix_layers(self.scalar_mix, bilm),
-        self.backbone.n_layers)
-    return outputs if self.output_key == "all" else outputs[self.output_key]
+    training = bool(training) and self.trainable_biLM
+    if self.n_mixes == 1:
+      outputs = export_lib.embed_tokens(
+          self.backbone, self.scalar_mix, tokens,
+          token_table=self.token_table, training=training)
+      return outputs if self.output_key == "all" else outputs[self.output_key]
+    # One biLM pass for every mix: n_mixes x (B, T, 2P) for "elmo",
+    # n_mixes x (B, 2P) for "default".
+    bilm = export_lib.run_bilm(self.backbone, tokens,
+                               token_table=self.token_table, training=training)
+    return [export_lib.mix_layers(mix, bilm)[self.output_key]
+            for mix in self.scalar_mixes]
 
   def compute_output_spec(self, inputs, training=None):
     if isinstance(inputs, dict):

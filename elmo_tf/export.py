@@ -240,15 +240,10 @@ def embed_tokens(backbone: ElmoBackbone, scalar_mix: ScalarMix,
   """
   bilm = run_bilm(backbone, tokens, token_table=token_table,
                   training=training)
-  return merge_outputs(bilm, mix_layers(scalar_mix, bilm), backbone.n_layers)
-
-
-def merge_outputs(bilm: dict[str, tf.Tensor], mixed: dict[str, tf.Tensor],
-                  n_layers: int) -> dict[str, tf.Tensor]:
-  """The dict of `output_keys(n_layers)`, in that order, from the results
-  of `run_bilm` and `mix_layers`."""
+  mixed = mix_layers(scalar_mix, bilm)
+  # In the order of output_keys; `layers` (the mix's input) is left out.
   return {key: mixed[key] if key in mixed else bilm[key]
-          for key in output_keys(n_layers)}
+          for key in output_keys(backbone.n_layers)}
 
 
 # === The exported module ===

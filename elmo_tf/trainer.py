@@ -344,7 +344,10 @@ class Trainer:
       # this run decides it, so that --learning_rate can change on resume.
       saved_rate = float(keras.ops.convert_to_numpy(
           self.optimizer.learning_rate))
-      if saved_rate != config.train.learning_rate:
+      # The variable is float32: compare at that precision, or every resume
+      # would report a change (0.002 is 0.0020000000949949026 in float32).
+      if not math.isclose(saved_rate, config.train.learning_rate,
+                          rel_tol=1e-6):
         logging.info("Learning rate %g (the checkpoint had %g).",
                      config.train.learning_rate, saved_rate)
         self.optimizer.learning_rate.assign(config.train.learning_rate)
