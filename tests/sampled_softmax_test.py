@@ -108,6 +108,104 @@ class SampledSoftmaxTest(tf.test.TestCase):
     kernel_grad = tf.convert_to_tensor(tape.gradient(loss, layer.kernel))
     self.assertAllEqual(kernel_grad[0], np.zeros(self.dim))
 
+  def test_stateless_sampler_draws_distinct_classes_until_enough(self):
+    # 80 of 100 classes: the 4 * 80 draws of the first chunk hold far fewer
+    # distinct classes, so the sampler must keep drawing (not pad with
+    # repeated frequent classes, which would bias the loss).
+    true_classes = tf.constant([[0], [5], [99]], tf.int64)
+    sampled, true_expected, sampled_expected = (
+        sampled_softmax.stateless_log_uniform_unique_sampler(
+            true_classes, 80, 100, tf.constant([3, 4])))
+    sampled = sampled.numpy()
+    self.assertEqual(sampled.shape, (80,))
+    self.assertLen(set(sampled.tolist()), 80)
+    self.assertTrue(np.all((sampled >= 0) & (sampled < 100)))
+    self.assertEqual(true_expected.shape, (3, 1))
+    self.assertTrue(np.all((sampled_expected.numpy() > 0)
+                           & (sampled_expected.numpy() <= 1)))
+    # The same seed gives the same negatives (resume draws what an
+    # uninterrupted run drew); another seed gives others.
+    again = sampled_softmax.stateless_log_uniform_unique_sampler(
+        true_classes, 80, 100, tf.constant([3, 4]))[0].numpy()
+    other = sampled_softmax.stateless_log_uniform_unique_sampler(
+        true_classes, 80, 100, tf.constant([3, 5]))[0].numpy()
+    self.assertAllEqual(again, sampled)
+    self.assertNotAllEqual(np.sort(other), np.sort(sampled))
+
+  def test_stateless_sampler_expected_counts_are_inclusion_probabilities(self):
+    # For an unbiased correction, class k must be among the negatives with
+    # probability ~ its expected count, as with TensorFlow's own sampler.
+    range_max, num_sampled, runs = 30, 20, 1000
+    all_classes = tf.range(range_max, dtype=tf.int64)[:, None]
+    included = np.zeros(range_max)
+    expected = np.zeros(range_max)
+    tf_expected = np.zeros(range_max)
+    for run in range(runs):
+      sampled, classes_expected, _ = (
+          sampled_softmax.stateless_log_uniform_unique_sampler(
+              all_classes, num_sampled, range_max, tf.constant([7, run])))
+      included[sampled.numpy()] += 1
+      expected += classes_expected.numpy()[:, 0]
+      tf_expected += tf.random.log_uniform_candidate_sampler(
+          all_classes, 1, num_sampled, True, range_max)[1].numpy()[:, 0]
+    self.assertAllClose(included / runs, expected / runs, atol=0.06)
+    self.assertAllClose(expected / runs, tf_expected / runs, atol=0.05)
+
+  def test_stateless_sampled_loss_approximates_full_with_many_negatives(self):
+    layer = self._layer(n_negative_samples=self.vocab_size - 5)
+    full = layer(self.hidden, self.targets, training=False).numpy()
+    sampled = np.mean(
+        [layer(self.hidden, self.targets, training=True,
+               seed=tf.constant([1, i])).numpy() for i in range(5)], axis=0)
+    self.assertAllClose(sampled.mean(), full.mean(), rtol=0.03)
+
+  def test_full_training_softmax_is_the_exact_loss(self):
+    layer = SampledSoftmax(self.vocab_size, 0, training_softmax="full")
+    layer.build((None, self.dim))
+    self.assertAllClose(
+        layer(self.hidden, self.targets, training=True),
+        layer(self.hidden, self.targets, training=False))
+    with self.assertRaisesRegex(ValueError, "training_softmax"):
+      SampledSoftmax(self.vocab_size, 5, training_softmax="exact")
+    with self.assertRaisesRegex(ValueError, "training_softmax='full'"):
+      SampledSoftmax(self.vocab_size, self.vocab_size)
+
+  def test_sampled_loss_equals_tensorflow_sampled_softmax_loss(self):
+    layer = self._layer(n_negative_samples=12)
+    targets = tf.cast(self.targets, tf.int64)
+    # Negatives that include some rows' targets (accidental hits).
+    sampled = tf.constant([0, 1, 2, 3, 5, 8, 13, 21, 30, 33, 35, 38],
+                          tf.int64)
+    tries = tf.constant(25.0, tf.float64)
+    true_expected = sampled_softmax.log_uniform_expected_count(
+        tf.maximum(targets - 1, 0), tries, self.vocab_size)
+    sampled_expected = sampled_softmax.log_uniform_expected_count(
+        sampled, tries, self.vocab_size)
+    with tf.GradientTape(persistent=True) as tape:
+      ours = layer(self.hidden, self.targets, training=True,
+                   negatives=(sampled, tries))
+      reference = tf.nn.sampled_softmax_loss(
+          weights=layer.kernel, biases=layer.bias, labels=targets[:, None],
+          inputs=self.hidden, num_sampled=12,
+          num_classes=self.vocab_size + 1,
+          sampled_values=(sampled + 1, true_expected[:, None],
+                          sampled_expected),
+          remove_accidental_hits=True) * tf.cast(targets > 0, tf.float32)
+      ours_total, reference_total = (tf.reduce_sum(ours),
+                                     tf.reduce_sum(reference))
+    self.assertAllClose(ours, reference, rtol=1e-5, atol=1e-5)
+    self.assertAllClose(
+        tf.convert_to_tensor(tape.gradient(ours_total, layer.kernel)),
+        tf.convert_to_tensor(tape.gradient(reference_total, layer.kernel)),
+        atol=1e-5)
+    # Passing the seed draws the same negatives as drawing them beforehand.
+    seed = tf.constant([4, 2])
+    drawn = sampled_softmax.stateless_log_uniform_unique_draws(
+        12, self.vocab_size, seed)
+    self.assertAllClose(
+        layer(self.hidden, self.targets, training=True, seed=seed),
+        layer(self.hidden, self.targets, training=True, negatives=drawn))
+
   def test_float32_under_mixed_precision(self):
     try:
       keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -120,10 +218,11 @@ class SampledSoftmaxTest(tf.test.TestCase):
     self.assertEqual(losses.dtype, tf.float32)
 
   def test_config_round_trip(self):
-    layer = SampledSoftmax(100, 17, name="softmax")
+    layer = SampledSoftmax(100, 17, training_softmax="full", name="softmax")
     clone = SampledSoftmax.from_config(layer.get_config())
     self.assertEqual(clone.get_config(), layer.get_config())
     self.assertEqual(clone.num_classes, 101)
+    self.assertEqual(clone.training_softmax, "full")
     clone.build((None, 4))
     self.assertEqual(tuple(clone.kernel.shape), (101, 4))
     self.assertEqual(tuple(clone.bias.shape), (101,))

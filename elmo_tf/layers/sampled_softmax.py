@@ -18,52 +18,94 @@ def _log_uniform_probability(ids, range_max):
   return tf.math.log1p(1.0 / (ids + 1.0)) / math.log(range_max + 1.0)
 
 
-def stateless_log_uniform_unique_sampler(true_classes, num_sampled, range_max,
-                                         seed, oversample=4):
-  """`tf.random.log_uniform_candidate_sampler(unique=True)`, but stateless.
+def stateless_log_uniform_unique_draws(num_sampled, range_max, seed,
+                                       chunk_size=None):
+  """Distinct log-uniform candidates, as TensorFlow's unique sampler draws them.
 
-  Same distribution and the same expected-count formula as TensorFlow's
-  sampler (distinct candidates from repeated draws; expected count of class
-  k is 1 - (1 - P(k))^tries, where tries is the number of draws it took to
-  collect `num_sampled` distinct ones). Draws `oversample * num_sampled`
-  candidates at once; in the rare case they hold fewer distinct classes,
-  the distinct ones are padded with the most frequent class ids.
+  Same semantics as `tf.random.log_uniform_candidate_sampler(unique=True)`,
+  but stateless: candidates are drawn with replacement until `num_sampled`
+  distinct ones have appeared, and `tries` is the number of draws that took.
+
+  Draws come in chunks of `chunk_size` (default 4 * num_sampled), chunk i
+  from `seed` folded with i, until enough distinct classes have appeared.
+  When `num_sampled` is a large fraction of `range_max` (8192 of PTB's 10k
+  words) this takes many chunks (~100k draws): the rare classes must turn up
+  too. Padding the distinct ones with frequent classes instead would repeat
+  those classes among the negatives and bias the loss.
+
+  The number of draws depends on the data, so this cannot run inside an
+  XLA-compiled function; the trainer draws outside it and passes the result.
+
+  Args:
+    num_sampled: distinct negatives wanted; must be < range_max.
+    range_max: number of classes.
+    seed: int (2,) tensor for the stateless random ops.
+
+  Returns:
+    (sampled (num_sampled,) int64 in [0, range_max), tries () float64).
+  """
+  if not 0 < num_sampled < range_max:
+    raise ValueError(f"num_sampled={num_sampled} must be in (0, {range_max}).")
+  chunk_size = chunk_size or 4 * num_sampled
+  seed = tf.cast(seed, tf.int64)
+  log_range = math.log(range_max + 1.0)
+
+  def draw(chunk_index):
+    # Inverse CDF of the log-uniform distribution: (chunk_size,) ids.
+    chunk_seed = tf.random.experimental.stateless_fold_in(seed, chunk_index)
+    uniform = tf.random.stateless_uniform((chunk_size,), seed=chunk_seed,
+                                          dtype=tf.float64)
+    ids = tf.cast(tf.floor(tf.exp(uniform * log_range)) - 1, tf.int64)
+    return tf.clip_by_value(ids, 0, range_max - 1)
+
+  def not_enough(chunk_index, ids):
+    del chunk_index
+    return tf.size(tf.unique(ids).y) < num_sampled
+
+  def draw_more(chunk_index, ids):
+    return chunk_index + 1, tf.concat([ids, draw(chunk_index)], 0)
+
+  _, ids = tf.while_loop(
+      not_enough, draw_more, (tf.constant(1, tf.int64), draw(0)),
+      shape_invariants=(tf.TensorShape([]), tf.TensorShape([None])))
+  unique_ids, index = tf.unique(ids)  # In order of first appearance.
+  # Draw index of each distinct class's first appearance, increasing.
+  first_draw = tf.math.unsorted_segment_min(
+      tf.range(tf.size(ids, out_type=tf.int64)), index, tf.size(unique_ids))
+  tries = tf.cast(first_draw[num_sampled - 1] + 1, tf.float64)
+  sampled = unique_ids[:num_sampled]
+  return tf.stop_gradient(sampled), tf.stop_gradient(tries)
+
+
+def log_uniform_expected_count(ids, tries, range_max):
+  """Expected count of classes `ids` in `tries` draws: 1 - (1 - P(k))^tries.
+
+  TensorFlow's formula for its unique samplers. Returns float32, ids' shape.
+  """
+  p = _log_uniform_probability(ids, range_max)
+  tries = tf.cast(tries, tf.float64)
+  return tf.stop_gradient(
+      tf.cast(-tf.math.expm1(tries * tf.math.log1p(-p)), tf.float32))
+
+
+def stateless_log_uniform_unique_sampler(true_classes, num_sampled, range_max,
+                                         seed, chunk_size=None):
+  """`tf.random.log_uniform_candidate_sampler(unique=True)`, but stateless.
 
   Args:
     true_classes: (N, 1) int64 targets in [0, range_max).
-    num_sampled: distinct negatives wanted.
+    num_sampled: distinct negatives wanted; must be < range_max.
     range_max: number of classes.
-    seed: int (2,) tensor for `tf.random.stateless_uniform`.
+    seed: int (2,) tensor for the stateless random ops.
 
   Returns:
     (sampled (num_sampled,) int64, true_expected (N, 1) float32,
-     sampled_expected (num_sampled,) float32).
+     sampled_expected (num_sampled,) float32), like TensorFlow's sampler.
   """
-  draws = oversample * num_sampled
-  uniform = tf.random.stateless_uniform((draws,), seed=tf.cast(seed, tf.int64),
-                                        dtype=tf.float64)
-  # Inverse CDF of the log-uniform distribution: (draws,) in [0, range_max).
-  ids = tf.cast(tf.floor(tf.exp(uniform * math.log(range_max + 1.0))) - 1,
-                tf.int64)
-  ids = tf.clip_by_value(ids, 0, range_max - 1)
-  unique_ids, index = tf.unique(ids)  # In order of first appearance.
-  n_unique = tf.shape(unique_ids, out_type=tf.int64)[0]
-  first_draw = tf.math.unsorted_segment_min(
-      tf.range(draws, dtype=tf.int64), index, tf.cast(n_unique, tf.int32))
-  enough = n_unique >= num_sampled
-  tries = tf.where(enough,
-                   first_draw[tf.minimum(tf.constant(num_sampled, tf.int64), n_unique) - 1] + 1,
-                   tf.cast(draws, tf.int64))
-  padding = tf.range(num_sampled, dtype=tf.int64)
-  sampled = tf.concat([unique_ids, padding], 0)[:num_sampled]
-  tries = tf.cast(tries, tf.float64)
-
-  def expected(ids):
-    p = _log_uniform_probability(ids, range_max)
-    return tf.cast(-tf.math.expm1(tries * tf.math.log1p(-p)), tf.float32)
-
-  return (tf.stop_gradient(sampled), tf.stop_gradient(expected(true_classes)),
-          tf.stop_gradient(expected(sampled)))
+  sampled, tries = stateless_log_uniform_unique_draws(
+      num_sampled, range_max, seed, chunk_size)
+  return (sampled, log_uniform_expected_count(true_classes, tries, range_max),
+          log_uniform_expected_count(sampled, tries, range_max))
 
 
 @keras.saving.register_keras_serializable(package="elmo_tf")
@@ -76,9 +118,10 @@ class SampledSoftmax(keras.layers.Layer):
   frequency, as the log-uniform (Zipfian) sampler assumes.
 
   In training (`training=True`) the loss is the sampled softmax loss of
-  `tf.nn.sampled_softmax_loss`: `n_negative_samples` distinct negatives per
-  call, shared by all rows, drawn with `tf.random.log_uniform_candidate_sampler`
-  over classes 1..vocab_size, with accidental hits removed and the
+  `tf.nn.sampled_softmax_loss` (computed in an XLA-compatible form):
+  `n_negative_samples` distinct negatives per call, shared by all rows,
+  drawn like `tf.random.log_uniform_candidate_sampler(unique=True)` over
+  classes 1..vocab_size, with accidental hits removed and the
   log-expected-count correction. Otherwise it is the exact softmax
   cross-entropy (computed in blocks of classes for large vocabularies), so
   `exp(mean loss)` is the perplexity.
@@ -89,16 +132,22 @@ class SampledSoftmax(keras.layers.Layer):
   Weights: `kernel` (vocab_size + 1, dim) and `bias` (vocab_size + 1,)
   (bilm-tf's `softmax/W` and `softmax/b` with a padding row 0 in front).
 
+  With `training_softmax="full"` the training loss is the exact softmax too
+  (worth it for small vocabularies, where the sampled negatives would be
+  most of the classes anyway).
+
   Args:
     vocab_size: number of words (`Vocabulary.size`, lines of vocab.txt).
     n_negative_samples: negatives per training call; must be smaller than
-      `vocab_size`.
+      `vocab_size` (unused with `training_softmax="full"`).
+    training_softmax: "sampled" or "full": the loss when `training=True`.
     **kwargs: standard `keras.layers.Layer` arguments.
 
   Call arguments:
     inputs: hidden states (N, dim).
     targets: (N,) int32 class ids; 0 = no target (its loss is 0).
-    training: sampled loss if True, full softmax otherwise.
+    training: sampled loss if True (unless training_softmax='full'), full
+      softmax otherwise.
 
   Returns:
     per-row losses (N,) float32 (0 where `targets == 0`).
@@ -112,19 +161,26 @@ class SampledSoftmax(keras.layers.Layer):
   ```
   """
 
-  def __init__(self, vocab_size, n_negative_samples, **kwargs):
+  def __init__(self, vocab_size, n_negative_samples,
+               training_softmax="sampled", **kwargs):
     kwargs.setdefault("dtype", "float32")
     super().__init__(**kwargs)
     self.vocab_size = int(vocab_size)
     self.n_negative_samples = int(n_negative_samples)
+    self.training_softmax = training_softmax
     if self.vocab_size < 1:
       raise ValueError(f"vocab_size must be positive, got {vocab_size}.")
-    if not 0 < self.n_negative_samples < self.vocab_size:
+    if training_softmax not in ("sampled", "full"):
+      raise ValueError(f"training_softmax must be 'sampled' or 'full', got "
+                       f"{training_softmax!r}.")
+    if (training_softmax == "sampled"
+        and not 0 < self.n_negative_samples < self.vocab_size):
       raise ValueError(
           f"n_negative_samples={self.n_negative_samples} must be positive and "
           f"smaller than the vocabulary size {self.vocab_size} (distinct "
           f"negatives are drawn from the vocabulary); lower "
-          f"model.n_negative_samples or use a larger vocabulary.")
+          f"model.n_negative_samples, use a larger vocabulary, or train "
+          f"with the exact softmax (model.training_softmax='full').")
     self.num_classes = self.vocab_size + 1
 
   def build(self, input_shape):
@@ -141,46 +197,79 @@ class SampledSoftmax(keras.layers.Layer):
         name="bias", shape=(self.num_classes,), initializer="zeros")
     self.built = True
 
-  def call(self, inputs, targets, training=None, seed=None):
+  def call(self, inputs, targets, training=None, seed=None, negatives=None):
     """Per-example losses (N,), 0 where the target is 0 (padding).
 
     `seed`: optional int (2,) tensor. When given, negatives are drawn with
     stateless random ops from it, so a run resumed from a checkpoint draws
     exactly the negatives an uninterrupted run would (the trainer passes
     (seed, step)); otherwise TensorFlow's stateful sampler is used.
+    `negatives`: optional (sampled, tries) from
+    `stateless_log_uniform_unique_draws(n_negative_samples, vocab_size, ...)`
+    drawn beforehand (outside an XLA-compiled step); overrides `seed`.
     """
     hidden = tf.cast(inputs, tf.float32)  # (N, dim)
     targets = tf.cast(targets, tf.int32)  # (N,)
-    if training:
-      losses = self._sampled_losses(hidden, targets, seed)
+    if training and self.training_softmax == "sampled":
+      losses = self._sampled_losses(hidden, targets, seed, negatives)
     else:
       losses = self._full_losses(hidden, targets)
     return losses * tf.cast(targets > 0, tf.float32)  # (N,)
 
-  def _sampled_losses(self, hidden, targets, seed=None):
+  def _sampled_losses(self, hidden, targets, seed=None, negatives=None):
     # The sampler works on 0..vocab_size-1 = classes 1..vocab_size.
-    true_shifted = tf.cast(tf.maximum(targets - 1, 0), tf.int64)[:, None]
-    if seed is None:
+    true_shifted = tf.cast(tf.maximum(targets - 1, 0), tf.int64)  # (N,)
+    if negatives is not None:
+      sampled, tries = negatives
+      true_expected = log_uniform_expected_count(true_shifted, tries,
+                                                 self.vocab_size)
+      sampled_expected = log_uniform_expected_count(sampled, tries,
+                                                    self.vocab_size)
+    elif seed is None:
       sampled, true_expected, sampled_expected = (
           tf.random.log_uniform_candidate_sampler(
-              true_classes=true_shifted, num_true=1,
+              true_classes=true_shifted[:, None], num_true=1,
               num_sampled=self.n_negative_samples, unique=True,
               range_max=self.vocab_size))
+      true_expected = true_expected[:, 0]
     else:
-      sampled, true_expected, sampled_expected = (
-          stateless_log_uniform_unique_sampler(
-              true_shifted, self.n_negative_samples, self.vocab_size, seed))
-    labels = tf.cast(targets, tf.int64)[:, None]  # (N, 1)
-    return tf.nn.sampled_softmax_loss(
-        weights=tf.cast(self.kernel, tf.float32),
-        biases=tf.cast(self.bias, tf.float32),
-        labels=labels,
-        inputs=hidden,
-        num_sampled=self.n_negative_samples,
-        num_classes=self.num_classes,
-        num_true=1,
-        sampled_values=(sampled + 1, true_expected, sampled_expected),
-        remove_accidental_hits=True)  # (N,)
+      sampled, tries = stateless_log_uniform_unique_draws(
+          self.n_negative_samples, self.vocab_size, seed)
+      true_expected = log_uniform_expected_count(true_shifted, tries,
+                                                 self.vocab_size)
+      sampled_expected = log_uniform_expected_count(sampled, tries,
+                                                    self.vocab_size)
+    return self._sampled_softmax_loss(
+        hidden, tf.cast(targets, tf.int64), tf.cast(sampled, tf.int64) + 1,
+        true_expected, sampled_expected)
+
+  def _sampled_softmax_loss(self, hidden, targets, sampled, true_expected,
+                            sampled_expected):
+    """`tf.nn.sampled_softmax_loss(remove_accidental_hits=True)`, XLA-ready.
+
+    The same loss (tests compare the two), written with a mask instead of
+    the `ComputeAccidentalHits` op, which XLA cannot compile, and without
+    its sparse-to-dense step (also a little faster on CPU).
+
+    hidden (N, dim) float32; targets (N,) int64 classes; sampled (S,) int64
+    classes; true_expected (N,), sampled_expected (S,) float32.
+    """
+    n = tf.shape(targets)[0]
+    kernel = tf.cast(self.kernel, tf.float32)  # (classes, dim)
+    bias = tf.cast(self.bias, tf.float32)  # (classes,)
+    classes = tf.concat([targets, sampled], 0)  # (N + S,)
+    rows = tf.gather(kernel, classes)  # (N + S, dim)
+    row_bias = tf.gather(bias, classes)  # (N + S,)
+    # Logits corrected by the log expected counts (log Q).
+    true_logits = (tf.reduce_sum(hidden * rows[:n], -1) + row_bias[:n]
+                   - tf.math.log(true_expected))  # (N,)
+    sampled_logits = (tf.matmul(hidden, rows[n:], transpose_b=True)
+                      + row_bias[n:] - tf.math.log(sampled_expected))  # (N, S)
+    # A negative that is the row's own target is no negative.
+    hits = targets[:, None] == sampled[None, :]  # (N, S)
+    sampled_logits = tf.where(hits, tf.float32.min, sampled_logits)
+    all_logits = tf.concat([true_logits[:, None], sampled_logits], 1)
+    return tf.reduce_logsumexp(all_logits, -1) - true_logits  # (N,)
 
   def _full_losses(self, hidden, targets):
     kernel = tf.cast(self.kernel, tf.float32)  # (classes, dim)
@@ -229,5 +318,6 @@ class SampledSoftmax(keras.layers.Layer):
     config.update({
         "vocab_size": self.vocab_size,
         "n_negative_samples": self.n_negative_samples,
+        "training_softmax": self.training_softmax,
     })
     return config
