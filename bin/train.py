@@ -83,6 +83,14 @@ _SHORTCUTS = {
                       "Learning rate."),
     "optimizer": ("train.optimizer", flags.DEFINE_enum, "adagrad",
                   ["adagrad", "adam", "sgd"], "Optimizer."),
+    "learning_rate_schedule": ("train.learning_rate_schedule",
+                               flags.DEFINE_enum, "constant",
+                               ["constant", "cosine", "linear"],
+                               "Decay of the learning rate over the run."),
+    "final_learning_rate_fraction": (
+        "train.final_learning_rate_fraction", flags.DEFINE_float, 0.0, None,
+        "Final learning rate of a decaying schedule, as a fraction of "
+        "--learning_rate."),
     "clip_norm": ("train.clip_norm", flags.DEFINE_float, 10.0, None,
                   "Global gradient-norm clipping."),
     "seed": ("train.seed", flags.DEFINE_integer, 42, None, "Random seed."),
@@ -104,6 +112,10 @@ _SHORTCUTS = {
                          None, "Validation interval (0: only at the end)."),
     "n_negative_samples": ("model.n_negative_samples", flags.DEFINE_integer,
                            8192, None, "Sampled-softmax negatives per batch."),
+    "training_softmax": ("model.training_softmax", flags.DEFINE_enum,
+                         "sampled", ["sampled", "full"],
+                         "Training loss: sampled softmax, or the exact one "
+                         "(faster for small vocabularies such as PTB's)."),
     "dropout": ("model.dropout", flags.DEFINE_float, 0.1, None,
                 "Dropout on LSTM inputs and before the softmax."),
     "token_encoder": ("model.token_encoder", flags.DEFINE_enum, "chars",

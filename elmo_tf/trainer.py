@@ -27,6 +27,7 @@ from elmo_tf import config as config_lib
 from elmo_tf import data as data_lib
 from elmo_tf import prepare as prepare_lib
 from elmo_tf import vocab as vocab_lib
+from elmo_tf.layers import sampled_softmax as sampled_softmax_lib
 from elmo_tf.models import bilm as bilm_lib
 
 CONFIG_FILENAME = "config.json"
@@ -305,11 +306,13 @@ class Trainer:
         min_count=config.data.min_count, max_vocab=config.data.max_vocab,
         on_bad_line=config.data.on_bad_line)
     vocab = self.prepared.vocab
-    if config.model.n_negative_samples >= vocab.size:
+    if (config.model.training_softmax == "sampled"
+        and config.model.n_negative_samples >= vocab.size):
       raise TrainingError(
           f"n_negative_samples={config.model.n_negative_samples} must be "
           f"smaller than the vocabulary ({vocab.size} tokens); lower it with "
-          "--n_negative_samples.")
+          "--n_negative_samples, or train with the exact softmax "
+          "(--training_softmax=full).")
     self.config = config = dataclasses.replace(
         config, model=config.model.replace(vocab_size=vocab.size))
     self.is_chief = _is_chief(self.strategy)
@@ -344,13 +347,13 @@ class Trainer:
       # this run decides it, so that --learning_rate can change on resume.
       saved_rate = float(keras.ops.convert_to_numpy(
           self.optimizer.learning_rate))
+      rate = self.learning_rate_at(self.current_step)
       # The variable is float32: compare at that precision, or every resume
       # would report a change (0.002 is 0.0020000000949949026 in float32).
-      if not math.isclose(saved_rate, config.train.learning_rate,
-                          rel_tol=1e-6):
-        logging.info("Learning rate %g (the checkpoint had %g).",
-                     config.train.learning_rate, saved_rate)
-        self.optimizer.learning_rate.assign(config.train.learning_rate)
+      if not math.isclose(saved_rate, rate, rel_tol=1e-6):
+        logging.info("Learning rate %g (the checkpoint had %g).", rate,
+                     saved_rate)
+        self.optimizer.learning_rate.assign(rate)
     # The data position is the step: batch k of the (repeated, seeded)
     # training stream is always the same batch, so resuming skips the
     # batches already seen (cheaply: before char ids are computed). This
@@ -369,8 +372,32 @@ class Trainer:
 
   # -- construction ---------------------------------------------------------
 
+  def learning_rate_at(self, step: int) -> float:
+    """The learning rate of the update after `step` updates."""
+    train = self.config.train
+    if train.learning_rate_schedule == "constant":
+      return train.learning_rate
+    final = train.learning_rate * train.final_learning_rate_fraction
+    if train.learning_rate_schedule == "cosine":
+      schedule = keras.optimizers.schedules.CosineDecay(
+          train.learning_rate, decay_steps=self.total_steps,
+          alpha=train.final_learning_rate_fraction)
+    else:
+      schedule = keras.optimizers.schedules.PolynomialDecay(
+          train.learning_rate, decay_steps=self.total_steps,
+          end_learning_rate=final, power=1.0)
+    return float(keras.ops.convert_to_numpy(schedule(step)))
+
   def _make_optimizer(self) -> keras.optimizers.Optimizer:
     train = self.config.train
+    if train.learning_rate_schedule not in ("constant", "cosine", "linear"):
+      raise ValueError(
+          f"Unknown learning_rate_schedule {train.learning_rate_schedule!r}; "
+          "choose constant, cosine or linear.")
+    if not 0.0 <= train.final_learning_rate_fraction <= 1.0:
+      raise ValueError(
+          "final_learning_rate_fraction must be in [0, 1], got "
+          f"{train.final_learning_rate_fraction}.")
     if train.optimizer == "adagrad":
       return keras.optimizers.Adagrad(
           learning_rate=train.learning_rate,
@@ -398,13 +425,20 @@ class Trainer:
     gradient_scale = (self.config.train.gradient_loss_scale or
                       float(self.config.data.unroll_steps))
 
+    jit_compile = self.config.train.jit_compile
+    if jit_compile:
+      self._prepare_for_jit_compile()
+
+    def sampler_seed(replica_id):
+      # Negatives drawn from (seed, step, replica): reproducible on resume.
+      return tf.stack([tf.constant(self.config.train.seed, tf.int64),
+                       self.step * 1024 + tf.cast(replica_id, tf.int64)])
+
     def replica_step(batch):
       context = tf.distribute.get_replica_context()
-      # Negatives drawn from (seed, step, replica): reproducible on resume.
-      batch = dict(batch, sampler_seed=tf.stack([
-          tf.constant(self.config.train.seed, tf.int64),
-          self.step * 1024 + tf.cast(context.replica_id_in_sync_group,
-                                     tf.int64)]))
+      if "sampler_negatives" not in batch:
+        batch = dict(batch, sampler_seed=sampler_seed(
+            context.replica_id_in_sync_group))
       with tf.GradientTape() as tape:
         outputs = model(batch, training=True)
         # Each replica's gradient is summed across replicas below, so scale
@@ -440,11 +474,26 @@ class Trainer:
                 if stream else None)
       return metrics, states
 
+    model_config = self.config.model
+    if jit_compile:
+      # XLA compiles the model, loss, gradients and update; reading the
+      # iterator and drawing the negatives (their number of draws depends on
+      # the data) stay outside, in the enclosing tf.function.
+      compiled_replica_step = tf.function(replica_step, jit_compile=True)
+    else:
+      compiled_replica_step = replica_step
+
     def step_fn(iterator, states):
       batch = next(iterator)
       if stream:
         batch = dict(batch, forward_state=states[0], backward_state=states[1])
-      metrics, new_states = self.strategy.run(replica_step, args=(batch,))
+      if jit_compile and model_config.training_softmax == "sampled":
+        batch = dict(batch, sampler_negatives=(
+            sampled_softmax_lib.stateless_log_uniform_unique_draws(
+                model_config.n_negative_samples, model_config.vocab_size,
+                sampler_seed(0))))
+      metrics, new_states = self.strategy.run(compiled_replica_step,
+                                              args=(batch,))
       reduced = {
           key: self.strategy.reduce(
               tf.distribute.ReduceOp.SUM if key == "tokens"
@@ -453,8 +502,21 @@ class Trainer:
       }
       return reduced, new_states
 
-    return tf.function(step_fn, jit_compile=self.config.train.jit_compile or None,
-                       reduce_retracing=True)
+    return tf.function(step_fn, reduce_retracing=True)
+
+  def _prepare_for_jit_compile(self):
+    """Checks that XLA can compile the step and makes its shapes static."""
+    if self.strategy.num_replicas_in_sync > 1:
+      raise ValueError(
+          "jit_compile supports one device (--distribution=default); "
+          f"this run has {self.strategy.num_replicas_in_sync} replicas.")
+    char_encoder = self.model.backbone.char_encoder
+    if char_encoder is not None:
+      # Both save work by changing shapes with the data (distinct tokens,
+      # longest token), which would make XLA recompile every step. Results
+      # are the same without them.
+      char_encoder.deduplicate = False
+      char_encoder.trim_padding = False
 
   def _initial_stream_state(self):
     per_replica = self._global_batch_size // self.strategy.num_replicas_in_sync
@@ -476,6 +538,9 @@ class Trainer:
       if self._stream_state is None or step % self.steps_per_epoch == 0:
         # A new epoch of the stream starts from a zero state.
         self._stream_state = self._initial_stream_state()
+    if self.config.train.learning_rate_schedule != "constant":
+      # A variable the compiled step reads: no retracing per step.
+      self.optimizer.learning_rate.assign(self.learning_rate_at(step))
     metrics, states = self._train_step(self.iterator, self._stream_state)
     if self.config.data.batching == "stream":
       self._stream_state = states

@@ -104,6 +104,40 @@ class TrainerTest(unittest.TestCase):
     self.assertAlmostEqual(float(resumed.optimizer.learning_rate.numpy()),
                            0.05, places=6)
 
+  def test_learning_rate_schedule_decays_and_resumes_exactly(self):
+    config = tiny_config(self.corpus, max_steps=40, optimizer="adam",
+                         learning_rate=0.01, learning_rate_schedule="cosine",
+                         final_learning_rate_fraction=0.1)
+    whole_dir = os.path.join(self.tmp, "cosine_whole")
+    whole = trainer_lib.Trainer(config, whole_dir, cache_root=self.cache)
+    self.assertAlmostEqual(whole.learning_rate_at(0), 0.01)
+    self.assertAlmostEqual(whole.learning_rate_at(20), 0.0055, places=6)
+    self.assertAlmostEqual(whole.learning_rate_at(40), 0.001, places=6)
+    whole.train()
+    # The last update (after 39) ran at the schedule's rate, as logged.
+    self.assertAlmostEqual(float(whole.optimizer.learning_rate.numpy()),
+                           whole.learning_rate_at(39), places=6)
+    # Stopped after 20 of 40 steps (the schedule spans 40), then resumed.
+    split_dir = os.path.join(self.tmp, "cosine_split")
+    first = trainer_lib.Trainer(config, split_dir, cache_root=self.cache)
+    for _ in range(20):
+      first.train_step()
+    first.manager.save(checkpoint_number=20)
+    resumed = trainer_lib.Trainer(config, split_dir, cache_root=self.cache)
+    self.assertEqual(resumed.current_step, 20)
+    resumed.train()
+    whole_weights = _weights(whole.model)
+    split_weights = _weights(resumed.model)
+    for name in whole_weights:
+      np.testing.assert_allclose(split_weights[name], whole_weights[name],
+                                 atol=1e-6, err_msg=name)
+    linear = trainer_lib.Trainer(
+        config.replace(train=config.train.replace(
+            learning_rate_schedule="linear")),
+        os.path.join(self.tmp, "linear"), cache_root=self.cache)
+    self.assertAlmostEqual(linear.learning_rate_at(10), 0.01 - 0.25 * 0.009,
+                           places=6)
+
   def test_resume_with_other_model_config_is_a_clear_error(self):
     model_dir = os.path.join(self.tmp, "incompatible")
     trainer_lib.train(tiny_config(self.corpus, max_steps=5), model_dir,
@@ -169,6 +203,33 @@ class TrainerTest(unittest.TestCase):
                                                      unroll_steps=8))
     results = trainer_lib.train(config, model_dir, cache_root=self.cache)
     self.assertTrue(np.isfinite(results["average_perplexity"]))
+
+
+  def test_jit_compiled_step_matches_the_plain_step(self):
+    # Stream batching and the sampled softmax: the negatives are drawn
+    # outside the XLA cluster, the character encoder runs with static shapes.
+    # Adagrad (the default): Adam's first steps are about sign(gradient)
+    # x rate, which turns XLA's float32 rounding on near-zero gradients into
+    # visible weight differences.
+    config = tiny_config(self.corpus, max_steps=5)
+    config = config.replace(data=config.data.replace(
+        batching="stream", batch_size=4, unroll_steps=8))
+    plain = trainer_lib.Trainer(config, os.path.join(self.tmp, "plain"),
+                                cache_root=self.cache)
+    jitted = trainer_lib.Trainer(
+        config.replace(train=config.train.replace(jit_compile=True)),
+        os.path.join(self.tmp, "jit"), cache_root=self.cache)
+    for _ in range(5):
+      plain_metrics = plain.train_step()
+      jit_metrics = jitted.train_step()
+      # XLA fuses and reorders float32 arithmetic: close, not bit-equal.
+      self.assertAlmostEqual(jit_metrics["loss"], plain_metrics["loss"],
+                             delta=1e-5 * plain_metrics["loss"])
+    self.assertFalse(jitted.model.backbone.char_encoder.deduplicate)
+    plain_weights, jit_weights = _weights(plain.model), _weights(jitted.model)
+    for name in plain_weights:
+      np.testing.assert_allclose(jit_weights[name], plain_weights[name],
+                                 rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 if __name__ == "__main__":

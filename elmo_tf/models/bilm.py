@@ -37,7 +37,8 @@ class BidirectionalLM(keras.Model):
       `forward_state` / `backward_state` and, in stream mode,
       `backward_token_ids`, `backward_char_ids`, `backward_mask` (then
       `backward_targets` is aligned with `backward_token_ids`), optional
-      `sampler_seed` (2,) int for stateless negative sampling.
+      `sampler_seed` (2,) int for stateless negative sampling or
+      `sampler_negatives` (sampled, tries) drawn beforehand.
     training: sampled softmax and dropout if True.
 
   Returns:
@@ -71,7 +72,8 @@ class BidirectionalLM(keras.Model):
         config.dropout, name="softmax_dropout", dtype=self.dtype_policy)
     # float32 logits and losses whatever the policy.
     self.softmax = SampledSoftmax(
-        config.vocab_size, config.n_negative_samples, name="softmax",
+        config.vocab_size, config.n_negative_samples,
+        training_softmax=config.training_softmax, name="softmax",
         dtype="float32")
 
   def build(self, input_shape=None):
@@ -97,7 +99,8 @@ class BidirectionalLM(keras.Model):
     # (N + N',); `sampler_seed` (2,) makes the negatives a function of the
     # step, so resumed runs match uninterrupted ones.
     losses = self.softmax(hidden, targets, training=training,
-                          seed=batch.get("sampler_seed"))
+                          seed=batch.get("sampler_seed"),
+                          negatives=batch.get("sampler_negatives"))
     n_forward = tf.size(forward_targets)
     forward_losses = losses[:n_forward]
     backward_losses = losses[n_forward:]
