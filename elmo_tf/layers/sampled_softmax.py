@@ -69,10 +69,13 @@ def stateless_log_uniform_unique_draws(num_sampled, range_max, seed,
       not_enough, draw_more, (tf.constant(1, tf.int64), draw(0)),
       shape_invariants=(tf.TensorShape([]), tf.TensorShape([None])))
   unique_ids, index = tf.unique(ids)  # In order of first appearance.
-  # Draw index of each distinct class's first appearance, increasing.
-  first_draw = tf.math.unsorted_segment_min(
-      tf.range(tf.size(ids, out_type=tf.int64)), index, tf.size(unique_ids))
-  tries = tf.cast(first_draw[num_sampled - 1] + 1, tf.float64)
+  # The draw that brought the num_sampled-th distinct class: the first
+  # position whose index is num_sampled - 1. (Not via tf.size(ids): in a
+  # tf.function, Grappler folds the size of this loop output to the size of
+  # the first chunk.)
+  is_last_needed = tf.cast(tf.equal(index, num_sampled - 1), tf.int32)
+  tries = tf.cast(tf.argmax(is_last_needed, output_type=tf.int64) + 1,
+                  tf.float64)
   sampled = unique_ids[:num_sampled]
   return tf.stop_gradient(sampled), tf.stop_gradient(tries)
 
