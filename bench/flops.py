@@ -38,9 +38,13 @@ def lstm_macs_per_token(model: config_lib.ModelConfig) -> float:
 
 
 def softmax_macs_per_token(model: config_lib.ModelConfig) -> float:
-  """Sampled softmax of both directions: each token's hidden state against
-  the shared negatives plus its own target row."""
-  return float(2 * model.lstm.projection_dim * (model.n_negative_samples + 1))
+  """Softmax of both directions: each token's hidden state against the
+  shared negatives plus its own target row (sampled), or every class."""
+  if model.training_softmax == "full":
+    classes = model.vocab_size + 1
+  else:
+    classes = model.n_negative_samples + 1
+  return float(2 * model.lstm.projection_dim * classes)
 
 
 def training_flops_per_token(model: config_lib.ModelConfig,

@@ -1,19 +1,21 @@
 r"""Benchmark: training throughput and model FLOPs utilization (MFU).
 
-For each preset (cpu_small, small) and precision (float32, mixed_bfloat16):
-builds the real Trainer on PTB in stream mode, runs warm-up steps, times
-`--steps` optimizer steps and reports target tokens/s per direction.
+For each preset (cpu_fast, cpu_small, small) and precision (float32,
+mixed_bfloat16), and with XLA (`jit_compile`) for `--jit_presets`: builds
+the real Trainer on PTB in stream mode, runs warm-up steps, times `--steps`
+optimizer steps and reports target tokens/s per direction.
 
 MFU = achieved FLOP/s / this machine's matmul FLOP/s in the same precision,
 measured in the same run (a large square matmul). Achieved FLOP/s counts the
 matmul work the step really executes (bench/flops.py): the character encoder
 only on the distinct tokens of each batch and on the character slots left
-after trimming trailing padding (both exact shortcuts of the backbone), the
-four LSTMs, and the sampled softmax; training = 3x the forward pass.
+after trimming trailing padding (both exact shortcuts of the backbone, off
+under XLA, which needs static shapes), the four LSTMs, and the sampled
+softmax; training = 3x the forward pass.
 
 Writes bench/results/train.json. From the repository root:
 
-  .venv/bin/python -m bench.train_bench [--steps=10]
+  .venv/bin/python -m bench.train_bench [--steps=30]
 """
 
 import datetime
@@ -28,9 +30,15 @@ from absl import app
 from absl import flags
 from absl import logging
 
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per configuration.")
+_STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per configuration.")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first.")
-_PRESETS = flags.DEFINE_list("presets", ["cpu_small", "small"], "Presets.")
+_PRESETS = flags.DEFINE_list(
+    "presets", ["cpu_fast", "cpu_small", "cpu_small:full", "small"],
+    "Presets; `name:full` trains with the exact softmax "
+    "(model.training_softmax=full) instead of the sampled one.")
+_JIT_PRESETS = flags.DEFINE_list(
+    "jit_presets", ["cpu_fast"], "Presets also timed with jit_compile "
+    "(float32).")
 _PRECISIONS = flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"],
                                 "Precisions.")
 
@@ -39,6 +47,7 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
 # Batch geometry per preset: cpu_small as trained here; small as the bilm-tf
 # reference figure in NOTES (batch 32, unroll 20, 1024 negatives).
 GEOMETRY = {
+    "cpu_fast": {"batch_size": 64, "unroll_steps": 20},
     "cpu_small": {"batch_size": 64, "unroll_steps": 20},
     "small": {"batch_size": 32, "unroll_steps": 20,
               "n_negative_samples": 1024},
@@ -89,19 +98,26 @@ def _batch_shape_stats(trainer, batches: int = 5) -> tuple[float, float]:
   return sum(fractions) / len(fractions), sum(widths) / len(widths)
 
 
-def run_one(preset: str, precision: str, peak: float) -> dict:
+def run_one(preset: str, precision: str, peak: float,
+            jit_compile: bool = False) -> dict:
   from bench import flops
   from elmo_tf import config as config_lib
   from elmo_tf import trainer as trainer_lib
+  preset, _, variant = preset.partition(":")
   geometry = dict(GEOMETRY[preset])
   model = config_lib.preset(preset)
+  if variant == "full":
+    model = model.replace(training_softmax="full")
+  elif variant:
+    raise ValueError(f"Unknown preset variant {variant!r} (only 'full').")
   if "n_negative_samples" in geometry:
     model = model.replace(n_negative_samples=geometry.pop("n_negative_samples"))
   config = config_lib.ExperimentConfig(
       model=model,
       data=config_lib.DataConfig(corpus="ptb", batching="stream", **geometry),
       train=config_lib.TrainConfig(max_steps=10**6, eval_every_steps=0,
-                                   mixed_precision=precision))
+                                   mixed_precision=precision,
+                                   jit_compile=jit_compile))
   with tempfile.TemporaryDirectory() as model_dir:
     trainer = trainer_lib.Trainer(config, model_dir)
     for _ in range(_WARMUP.value):
@@ -112,6 +128,8 @@ def run_one(preset: str, precision: str, peak: float) -> dict:
       tokens += trainer.train_step()["tokens"]
     seconds = time.perf_counter() - start
     encoded_fraction, width = _batch_shape_stats(trainer)
+    if jit_compile:  # Every token, every character slot (static shapes).
+      encoded_fraction, width = 2.0, None
   trainer_lib.set_precision("float32")
   tokens_per_sec = tokens / seconds
   counts = flops.training_flops_per_token(
@@ -121,9 +139,11 @@ def run_one(preset: str, precision: str, peak: float) -> dict:
   return {
       "preset": preset,
       "precision": precision,
+      "jit_compile": jit_compile,
       "batch_size": config.data.batch_size,
       "unroll_steps": config.data.unroll_steps,
       "n_negative_samples": config.model.n_negative_samples,
+      "training_softmax": config.model.training_softmax,
       "steps": _STEPS.value,
       "seconds_per_step": seconds / _STEPS.value,
       "target_tokens_per_sec_per_direction": tokens_per_sec,
@@ -142,14 +162,16 @@ def main(argv):
   peaks = {"float32": matmul_flops_per_sec("float32"),
            "mixed_bfloat16": matmul_flops_per_sec("bfloat16")}
   rows = []
-  for preset in _PRESETS.value:
-    for precision in _PRECISIONS.value:
-      row = run_one(preset, precision, peaks[precision])
-      rows.append(row)
-      print(f"{preset:10s} {precision:15s} "
-            f"{row['target_tokens_per_sec_per_direction']:8.0f} tok/s/dir  "
-            f"{row['achieved_flops_per_sec'] / 1e9:6.1f} GFLOP/s  "
-            f"MFU {row['mfu']:.0%}", flush=True)
+  runs = [(preset, precision, False) for preset in _PRESETS.value
+          for precision in _PRECISIONS.value]
+  runs += [(preset, "float32", True) for preset in _JIT_PRESETS.value]
+  for preset, precision, jit_compile in runs:
+    row = run_one(preset, precision, peaks[precision], jit_compile)
+    rows.append(row)
+    print(f"{preset:10s} {precision:15s} {'xla' if jit_compile else '':3s} "
+          f"{row['target_tokens_per_sec_per_direction']:8.0f} tok/s/dir  "
+          f"{row['achieved_flops_per_sec'] / 1e9:6.1f} GFLOP/s  "
+          f"MFU {row['mfu']:.0%}", flush=True)
   cpu = "unknown"
   if os.path.exists("/proc/cpuinfo"):
     with open("/proc/cpuinfo") as f:
