@@ -127,9 +127,10 @@ def run_one(preset: str, precision: str, peak: float,
     for _ in range(_STEPS.value):
       tokens += trainer.train_step()["tokens"]
     seconds = time.perf_counter() - start
-    encoded_fraction, width = _batch_shape_stats(trainer)
     if jit_compile:  # Every token, every character slot (static shapes).
       encoded_fraction, width = 2.0, None
+    else:
+      encoded_fraction, width = _batch_shape_stats(trainer)
   trainer_lib.set_precision("float32")
   tokens_per_sec = tokens / seconds
   counts = flops.training_flops_per_token(

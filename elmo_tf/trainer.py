@@ -331,6 +331,8 @@ class Trainer:
         self.prepared, "train", config.data)
     self.total_steps = config.train.max_steps or (
         config.train.epochs * self.steps_per_epoch)
+    # None: the constant rate the optimizer was built with.
+    self._learning_rate_schedule = self._make_learning_rate_schedule()
     self._global_batch_size = config.data.batch_size
     self.checkpoint = model_checkpoint(
         self.model, optimizer_variables=variables_by_path(self.optimizer),
@@ -374,30 +376,37 @@ class Trainer:
 
   def learning_rate_at(self, step: int) -> float:
     """The learning rate of the update after `step` updates."""
-    train = self.config.train
-    if train.learning_rate_schedule == "constant":
-      return train.learning_rate
-    final = train.learning_rate * train.final_learning_rate_fraction
-    if train.learning_rate_schedule == "cosine":
-      schedule = keras.optimizers.schedules.CosineDecay(
-          train.learning_rate, decay_steps=self.total_steps,
-          alpha=train.final_learning_rate_fraction)
-    else:
-      schedule = keras.optimizers.schedules.PolynomialDecay(
-          train.learning_rate, decay_steps=self.total_steps,
-          end_learning_rate=final, power=1.0)
-    return float(keras.ops.convert_to_numpy(schedule(step)))
+    if self._learning_rate_schedule is None:
+      return self.config.train.learning_rate
+    return float(keras.ops.convert_to_numpy(
+        self._learning_rate_schedule(step)))
 
-  def _make_optimizer(self) -> keras.optimizers.Optimizer:
+  def _make_learning_rate_schedule(
+      self) -> keras.optimizers.schedules.LearningRateSchedule | None:
+    """The decay over `total_steps` (built once), or None if constant."""
     train = self.config.train
-    if train.learning_rate_schedule not in ("constant", "cosine", "linear"):
-      raise ValueError(
-          f"Unknown learning_rate_schedule {train.learning_rate_schedule!r}; "
-          "choose constant, cosine or linear.")
     if not 0.0 <= train.final_learning_rate_fraction <= 1.0:
       raise ValueError(
           "final_learning_rate_fraction must be in [0, 1], got "
           f"{train.final_learning_rate_fraction}.")
+    if train.learning_rate_schedule == "constant":
+      return None
+    if train.learning_rate_schedule == "cosine":
+      return keras.optimizers.schedules.CosineDecay(
+          train.learning_rate, decay_steps=self.total_steps,
+          alpha=train.final_learning_rate_fraction)
+    if train.learning_rate_schedule == "linear":
+      return keras.optimizers.schedules.PolynomialDecay(
+          train.learning_rate, decay_steps=self.total_steps,
+          end_learning_rate=(train.learning_rate
+                             * train.final_learning_rate_fraction),
+          power=1.0)
+    raise ValueError(
+        f"Unknown learning_rate_schedule {train.learning_rate_schedule!r}; "
+        "choose constant, cosine or linear.")
+
+  def _make_optimizer(self) -> keras.optimizers.Optimizer:
+    train = self.config.train
     if train.optimizer == "adagrad":
       return keras.optimizers.Adagrad(
           learning_rate=train.learning_rate,
@@ -538,7 +547,7 @@ class Trainer:
       if self._stream_state is None or step % self.steps_per_epoch == 0:
         # A new epoch of the stream starts from a zero state.
         self._stream_state = self._initial_stream_state()
-    if self.config.train.learning_rate_schedule != "constant":
+    if self._learning_rate_schedule is not None:
       # A variable the compiled step reads: no retracing per step.
       self.optimizer.learning_rate.assign(self.learning_rate_at(step))
     metrics, states = self._train_step(self.iterator, self._stream_state)

@@ -113,9 +113,12 @@ class SampledSoftmaxTest(tf.test.TestCase):
     # distinct classes, so the sampler must keep drawing (not pad with
     # repeated frequent classes, which would bias the loss).
     true_classes = tf.constant([[0], [5], [99]], tf.int64)
-    sampled, true_expected, sampled_expected = (
-        sampled_softmax.stateless_log_uniform_unique_sampler(
-            true_classes, 80, 100, tf.constant([3, 4])))
+    sampled, tries = sampled_softmax.stateless_log_uniform_unique_draws(
+        80, 100, tf.constant([3, 4]))
+    true_expected = sampled_softmax.log_uniform_expected_count(
+        true_classes, tries, 100)
+    sampled_expected = sampled_softmax.log_uniform_expected_count(
+        sampled, tries, 100)
     sampled = sampled.numpy()
     self.assertEqual(sampled.shape, (80,))
     self.assertLen(set(sampled.tolist()), 80)
@@ -125,10 +128,10 @@ class SampledSoftmaxTest(tf.test.TestCase):
                            & (sampled_expected.numpy() <= 1)))
     # The same seed gives the same negatives (resume draws what an
     # uninterrupted run drew); another seed gives others.
-    again = sampled_softmax.stateless_log_uniform_unique_sampler(
-        true_classes, 80, 100, tf.constant([3, 4]))[0].numpy()
-    other = sampled_softmax.stateless_log_uniform_unique_sampler(
-        true_classes, 80, 100, tf.constant([3, 5]))[0].numpy()
+    again = sampled_softmax.stateless_log_uniform_unique_draws(
+        80, 100, tf.constant([3, 4]))[0].numpy()
+    other = sampled_softmax.stateless_log_uniform_unique_draws(
+        80, 100, tf.constant([3, 5]))[0].numpy()
     self.assertAllEqual(again, sampled)
     self.assertNotAllEqual(np.sort(other), np.sort(sampled))
     # Compiled (as in training, where Grappler rewrites the graph) it draws
@@ -152,9 +155,10 @@ class SampledSoftmaxTest(tf.test.TestCase):
     expected = np.zeros(range_max)
     tf_expected = np.zeros(range_max)
     for run in range(runs):
-      sampled, classes_expected, _ = (
-          sampled_softmax.stateless_log_uniform_unique_sampler(
-              all_classes, num_sampled, range_max, tf.constant([7, run])))
+      sampled, tries = sampled_softmax.stateless_log_uniform_unique_draws(
+          num_sampled, range_max, tf.constant([7, run]))
+      classes_expected = sampled_softmax.log_uniform_expected_count(
+          all_classes, tries, range_max)
       included[sampled.numpy()] += 1
       expected += classes_expected.numpy()[:, 0]
       tf_expected += tf.random.log_uniform_candidate_sampler(

@@ -91,26 +91,6 @@ def log_uniform_expected_count(ids, tries, range_max):
       tf.cast(-tf.math.expm1(tries * tf.math.log1p(-p)), tf.float32))
 
 
-def stateless_log_uniform_unique_sampler(true_classes, num_sampled, range_max,
-                                         seed, chunk_size=None):
-  """`tf.random.log_uniform_candidate_sampler(unique=True)`, but stateless.
-
-  Args:
-    true_classes: (N, 1) int64 targets in [0, range_max).
-    num_sampled: distinct negatives wanted; must be < range_max.
-    range_max: number of classes.
-    seed: int (2,) tensor for the stateless random ops.
-
-  Returns:
-    (sampled (num_sampled,) int64, true_expected (N, 1) float32,
-     sampled_expected (num_sampled,) float32), like TensorFlow's sampler.
-  """
-  sampled, tries = stateless_log_uniform_unique_draws(
-      num_sampled, range_max, seed, chunk_size)
-  return (sampled, log_uniform_expected_count(true_classes, tries, range_max),
-          log_uniform_expected_count(sampled, tries, range_max))
-
-
 @keras.saving.register_keras_serializable(package="elmo_tf")
 class SampledSoftmax(keras.layers.Layer):
   """Word softmax with sampled training loss and exact evaluation loss.
@@ -222,26 +202,22 @@ class SampledSoftmax(keras.layers.Layer):
   def _sampled_losses(self, hidden, targets, seed=None, negatives=None):
     # The sampler works on 0..vocab_size-1 = classes 1..vocab_size.
     true_shifted = tf.cast(tf.maximum(targets - 1, 0), tf.int64)  # (N,)
+    if negatives is None and seed is not None:
+      negatives = stateless_log_uniform_unique_draws(
+          self.n_negative_samples, self.vocab_size, seed)
     if negatives is not None:
       sampled, tries = negatives
       true_expected = log_uniform_expected_count(true_shifted, tries,
                                                  self.vocab_size)
       sampled_expected = log_uniform_expected_count(sampled, tries,
                                                     self.vocab_size)
-    elif seed is None:
+    else:
       sampled, true_expected, sampled_expected = (
           tf.random.log_uniform_candidate_sampler(
               true_classes=true_shifted[:, None], num_true=1,
               num_sampled=self.n_negative_samples, unique=True,
               range_max=self.vocab_size))
       true_expected = true_expected[:, 0]
-    else:
-      sampled, tries = stateless_log_uniform_unique_draws(
-          self.n_negative_samples, self.vocab_size, seed)
-      true_expected = log_uniform_expected_count(true_shifted, tries,
-                                                 self.vocab_size)
-      sampled_expected = log_uniform_expected_count(sampled, tries,
-                                                    self.vocab_size)
     return self._sampled_softmax_loss(
         hidden, tf.cast(targets, tf.int64), tf.cast(sampled, tf.int64) + 1,
         true_expected, sampled_expected)
