@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(bazel-bootstrap bazel-rules-java wordnet-base)
+APT_PACKAGES=(bazel-bootstrap bazel-rules-java wordnet-base fonts-wqy-microhei)  # the font: CJK labels in bin/polysemy plots
 PYTHON=${PYTHON:-python3.11}
 VENV=.venv
 STAMP="$VENV/.requirements.sha256"
