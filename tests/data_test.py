@@ -1,4 +1,5 @@
-"""Tests for elmo_tf.data: targets, stream windows, coverage, determinism."""
+"""Tests for elmo_tf.data: targets, stream windows, coverage, determinism,
+the stream cache."""
 
 import collections
 import os
@@ -6,6 +7,7 @@ import random
 import shutil
 import tempfile
 import unittest
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -13,6 +15,7 @@ import tensorflow as tf
 from elmo_tf import config as config_lib
 from elmo_tf import data
 from elmo_tf import prepare
+from elmo_tf import prepared_corpus
 from elmo_tf import vocab as vocab_lib
 
 LONG_TOKEN = "y" * 60  # Longer than the 48 bytes a token can hold.
@@ -225,8 +228,6 @@ class StreamModeTest(DataTestBase):
     # the last token of the window before, which backward batch 1 holds.
     self.assertEqual(batches[0]["backward_targets"][0, 0],
                      batches[1]["backward_token_ids"][0, -1])
-    self.assertEqual(data.dataset_size_in_tokens(self.prepared, "train"),
-                     len(self.stream_ids()) - len(self.sentences))
 
   def test_shuffled_epochs_move_the_offset_and_still_cover_everything(self):
     config = self.config(batching="stream")
@@ -290,6 +291,69 @@ class StreamModeTest(DataTestBase):
     with self.assertRaisesRegex(ValueError, "batching"):
       data.make_dataset(self.prepared, "train", self.config(batching="bptt"),
                         shuffle=False, seed=0)
+
+
+class StreamCacheTest(DataTestBase):
+
+  def _prepare(self, name, lines):
+    path = os.path.join(self.tmp, f"{name}.txt")
+    with open(path, "w", encoding="utf-8") as f:
+      f.write("".join(line + "\n" for line in lines))
+    return prepare.prepare_corpus(f"train={path}", "whitespace",
+                                  os.path.join(self.tmp, name),
+                                  overwrite=True)
+
+  def test_stream_is_read_once_and_ids_follow_the_vocabulary(self):
+    lines = [" ".join(s) for s in self.sentences]
+    corpus = self._prepare("cached", lines)
+    with mock.patch.object(prepared_corpus, "read_sentences",
+                           wraps=prepared_corpus.read_sentences) as read:
+      first = self.batches(data.make_dataset(
+          corpus, "train", self.config(batching="stream"), shuffle=False,
+          seed=0))
+      # Other batches, a shuffled epoch, the corpus loaded again: the same
+      # stream, read once.
+      self.batches(data.make_dataset(
+          corpus, "train", self.config(batching="stream", batch_size=2),
+          shuffle=True, seed=1))
+      reloaded = prepare.PreparedCorpus.load(corpus.directory)
+      again = self.batches(data.make_dataset(
+          reloaded, "train", self.config(batching="stream"), shuffle=False,
+          seed=0))
+      self.assertEqual(read.call_count, 1)
+      for a, b in zip(first, again, strict=True):
+        for key in a:
+          np.testing.assert_array_equal(a[key], b[key])
+      # Another vocabulary: the same stream, other ids.
+      small = vocab_lib.Vocabulary(["<S>", "</S>", "<UNK>", "cat"])
+      words, ids, stream = data.load_stream(corpus, "train")
+      small_words, small_ids, small_stream = data.load_stream(
+          corpus.with_vocab(small), "train")
+      self.assertEqual(read.call_count, 1)
+      self.assertIs(small_words, words)
+      self.assertIs(small_stream, stream)
+      self.assertEqual(ids.tolist(),
+                       [0] + [corpus.vocab.token_to_id(w) for w in words[1:]])
+      self.assertEqual(small_ids.tolist(), [0, vocab_lib.BOS_ID,
+                                            vocab_lib.EOS_ID] + [
+          4 if w == "cat" else vocab_lib.UNK_ID for w in words[3:]])
+      self.assertIs(data.load_stream(corpus.with_vocab(small), "train")[1],
+                    small_ids)
+      small_batches = self.batches(data.make_dataset(
+          corpus.with_vocab(small), "train", self.config(batching="stream"),
+          shuffle=False, seed=0))
+      self.assertEqual(read.call_count, 1)
+    for a, b in zip(first, small_batches, strict=True):
+      np.testing.assert_array_equal(a["mask"], b["mask"])
+      np.testing.assert_array_equal(a["char_ids"], b["char_ids"])
+      self.assertTrue(set(np.unique(b["token_ids"])) <= {
+          0, vocab_lib.BOS_ID, vocab_lib.EOS_ID, vocab_lib.UNK_ID, 4})
+    # The directory prepared again from other text: a new stream.
+    changed = self._prepare("cached", lines[:5])
+    self.assertEqual(changed.directory, corpus.directory)
+    _, _, new_stream = data.load_stream(changed, "train")
+    self.assertEqual(len(new_stream),
+                     sum(len(s) + 2 for s in self.sentences[:5]))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import unittest
 import numpy as np
 import tensorflow as tf
 
-from elmo_tf import config as config_lib
 from elmo_tf import prepare as prepare_lib
 from tests import toy_corpus
 

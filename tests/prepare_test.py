@@ -1,4 +1,5 @@
-"""Tests for elmo_tf.prepare and bin/prepare_corpus."""
+"""Tests for elmo_tf.prepare (writer and cache), elmo_tf.prepared_corpus
+(reader) and bin/prepare_corpus."""
 
 import json
 import os
@@ -11,6 +12,7 @@ from absl import flags
 
 from elmo_tf import corpora
 from elmo_tf import prepare
+from elmo_tf import prepared_corpus
 from elmo_tf import vocab as vocab_lib
 
 LONG_TOKEN = "x" * 70  # 70 bytes: cut to 48 by the character ids only.
@@ -159,20 +161,42 @@ class PrepareTest(unittest.TestCase):
     self.assertEqual(list(prepared.sentences("train")),
                      [["我", "爱", "北", "京", "。"], ["我", "们"]])
 
+  def test_reader_is_prepared_corpus_and_old_names_stay(self):
+    self.assertIs(prepare.PreparedCorpus, prepared_corpus.PreparedCorpus)
+    self.assertIs(prepare.PreparedCorpusError,
+                  prepared_corpus.PreparedCorpusError)
+    out = os.path.join(self.tmp, "out")
+    with mock.patch.object(prepared_corpus, "read_sentences",
+                           wraps=prepared_corpus.read_sentences) as read:
+      prepared = prepare.prepare_corpus(self.spec, "whitespace", out,
+                                        lines_per_shard=2)
+    # The writer reads back the train (vocabulary) and valid (coverage)
+    # shards it wrote with the reader's function.
+    self.assertEqual(
+        [[os.path.basename(p) for p in call.args[0]]
+         for call in read.call_args_list],
+        [["train-00000.txt", "train-00001.txt", "train-00002.txt"],
+         ["valid-00000.txt"]])
+    self.assertEqual(
+        list(prepared_corpus.read_sentences(prepared.files("valid"))),
+        [["the", "cat", "ran"], ["zebra"]])
+
   def test_load_errors(self):
-    with self.assertRaisesRegex(prepare.PreparedCorpusError,
+    with self.assertRaisesRegex(prepared_corpus.PreparedCorpusError,
                                 "manifest.json is missing"):
-      prepare.PreparedCorpus.load(self.tmp)
+      prepared_corpus.PreparedCorpus.load(self.tmp)
     out = os.path.join(self.tmp, "out")
     prepare.prepare_corpus(self.spec, "whitespace", out)
     with open(os.path.join(out, "manifest.json"), "w") as f:
       f.write("{not json")
-    with self.assertRaisesRegex(prepare.PreparedCorpusError, "Corrupt"):
-      prepare.PreparedCorpus.load(out)
+    with self.assertRaisesRegex(prepared_corpus.PreparedCorpusError,
+                                "Corrupt"):
+      prepared_corpus.PreparedCorpus.load(out)
     with open(os.path.join(out, "manifest.json"), "w") as f:
       json.dump({"format_version": 1}, f)
-    with self.assertRaisesRegex(prepare.PreparedCorpusError, "splits"):
-      prepare.PreparedCorpus.load(out)
+    with self.assertRaisesRegex(prepared_corpus.PreparedCorpusError,
+                                "splits"):
+      prepared_corpus.PreparedCorpus.load(out)
 
   def test_ensure_prepared_caches_and_checks_tokenization(self):
     cache = os.path.join(self.tmp, "cache")

@@ -1,15 +1,9 @@
 """Training loop tests on the toy built-in text (tiny preset)."""
 
 import glob
-import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 import unittest
-import urllib.request
 
 import numpy as np
 import tensorflow as tf

@@ -138,13 +138,6 @@ class BuildVocabularyTest(unittest.TestCase):
     with self.assertRaisesRegex(ValueError, "min_count"):
       vocab_lib.build_vocabulary(CORPUS, min_count=0)
 
-  def test_coverage(self):
-    vocab = vocab_lib.build_vocabulary(CORPUS, min_count=2)
-    stats = vocab_lib.coverage(vocab, [["the", "emu", "cat"], ["", "gnu"]])
-    self.assertEqual(stats, {"tokens": 4, "oov": 2, "oov_rate": 0.5})
-    self.assertEqual(vocab_lib.coverage(vocab, []),
-                     {"tokens": 0, "oov": 0, "oov_rate": 0.0})
-
   def test_memory_does_not_grow_with_corpus_size(self):
     rng = random.Random(1)
     lines = [" ".join(f"w{rng.randint(0, 1999)}" for _ in range(12))
