@@ -32,3 +32,23 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q -r requirements.txt
   echo "$want" > "$STAMP"
 fi
+
+# elmo_tf itself, in editable mode: .venv's site-packages gets a finder that
+# maps `elmo_tf` (and `elmo_tf_bin`, the programs of bin/; see pyproject.toml)
+# to this working tree, and .venv/bin gets the `elmo-tf` command. No copy of
+# the code: edits are live. Redone only when pyproject.toml (or the setuptools
+# pin) changes, or when the install is gone. --no-build-isolation and
+# --no-deps: nothing is fetched but the setuptools pin, if .venv lacks it.
+# setuptools is pinned, not just >= 77 as pyproject.toml's [build-system]
+# asks: tensorflow-hub 0.16.1 imports pkg_resources, which setuptools 81
+# removed and 80.9 warns about on every import.
+SETUPTOOLS="setuptools==80.8.0"
+EDITABLE_STAMP="$VENV/.editable.sha256"
+want=$(cat pyproject.toml <(echo "$SETUPTOOLS") | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$EDITABLE_STAMP" 2>/dev/null)" != "$want" ] ||
+   ! compgen -G "$VENV/lib/python3*/site-packages/__editable__.elmo_tf-*.pth" >/dev/null; then
+  echo "setup: installing elmo_tf in editable mode"
+  "$VENV/bin/python" -m pip install -q "$SETUPTOOLS"
+  "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
+  echo "$want" > "$EDITABLE_STAMP"
+fi
