@@ -102,6 +102,7 @@ def run_one(preset: str, precision: str, peak: float,
             jit_compile: bool = False) -> dict:
   from bench import flops
   from elmo_tf import config as config_lib
+  from elmo_tf import checkpoints as checkpoints_lib
   from elmo_tf import trainer as trainer_lib
   preset, _, variant = preset.partition(":")
   geometry = dict(GEOMETRY[preset])
@@ -119,7 +120,7 @@ def run_one(preset: str, precision: str, peak: float,
                                    mixed_precision=precision,
                                    jit_compile=jit_compile))
   with tempfile.TemporaryDirectory() as model_dir:
-    trainer = trainer_lib.Trainer(config, model_dir)
+    trainer = trainer_lib.make_trainer(config, model_dir)
     for _ in range(_WARMUP.value):
       trainer.train_step()
     tokens = 0.0
@@ -131,7 +132,7 @@ def run_one(preset: str, precision: str, peak: float,
       encoded_fraction, width = 2.0, None
     else:
       encoded_fraction, width = _batch_shape_stats(trainer)
-  trainer_lib.set_precision("float32")
+  checkpoints_lib.set_precision("float32")
   tokens_per_sec = tokens / seconds
   counts = flops.training_flops_per_token(
       trainer.config.model, encoded_fraction=encoded_fraction,

@@ -31,10 +31,12 @@ from typing import Optional, Sequence
 # into the deps of :cli_lib. tests/packaging_test.py checks that every program
 # in bin/ is listed.
 COMMANDS = {
+    "embed": "embed",
     "evaluate": "evaluate",
     "export": "export",
     "polysemy": "polysemy",
     "prepare-corpus": "prepare_corpus",
+    "score": "score",
     "train": "train",
 }
 

@@ -11,6 +11,7 @@ from absl import app
 from absl import flags
 
 from bin import flag_utils
+from elmo_tf import config as config_lib
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Directory of a run.",
                                  required=True)
@@ -19,7 +20,7 @@ _CORPUS = flags.DEFINE_string(
 _SPLIT = flags.DEFINE_enum("split", "test", ["train", "valid", "test"],
                            "Which split.")
 _BATCHING = flags.DEFINE_list(
-    "batching", ["sentences", "stream"],
+    "batching", list(config_lib.BATCHING_MODES),
     "Batching modes to evaluate: sentences (each sentence from a zero "
     "state), stream (state carried across the text, the usual PTB number).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None,
@@ -36,15 +37,16 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   for mode in _BATCHING.value:
-    if mode not in ("sentences", "stream"):
-      raise app.UsageError(f"--batching: unknown mode {mode!r}.")
-  from elmo_tf import trainer
+    if mode not in config_lib.BATCHING_MODES:
+      raise app.UsageError(f"--batching: unknown mode {mode!r}; choose from "
+                           f"{list(config_lib.BATCHING_MODES)}.")
+  from elmo_tf import evaluation  # Late: TensorFlow start-up is slow.
   model_dir = flag_utils.resolve_path(_MODEL_DIR.value)
   corpus = flag_utils.resolve_corpus(_CORPUS.value) if _CORPUS.value else None
   cache = flag_utils.resolve_path(_CACHE_DIR.value) if _CACHE_DIR.value else None
   results = {}
   for mode in _BATCHING.value:
-    results[mode] = trainer.evaluate(
+    results[mode] = evaluation.evaluate(
         model_dir, corpus=corpus, split=_SPLIT.value, batching=mode,
         batch_size=_BATCH_SIZE.value, cache_root=cache,
         max_batches=_MAX_BATCHES.value)

@@ -44,7 +44,7 @@ _DO_LAYER_NORM = flags.DEFINE_bool(
     "before the weighted sum.")
 _EXPORT_TOKENIZATION = flags.DEFINE_enum(
     "export_tokenization", _DEFAULTS.tokenization,
-    ["whitespace", "segmented", "chinese_chars"],
+    list(config_lib.EXPORTABLE_TOKENIZATIONS),
     "Tokenization of the `default` signature (default: the model's own). "
     "Required for models trained with jieba, which cannot run in a graph: "
     "use segmented and give it text segmented beforehand.")

@@ -28,18 +28,15 @@ from absl import flags
 from absl import logging
 
 from bin import flag_utils
+from bin import inference_flags
 from elmo_tf import polysemy
 
-_SAVED_MODEL = flags.DEFINE_string(
-    "saved_model", None, "A SavedModel written by bin/export or bin/train "
-    "(e.g. savedmodels/ptb).")
+# --saved_model, --input, --output: shared with bin/embed and bin/score.
+_SAVED_MODEL = inference_flags.SAVED_MODEL
+_INPUT = inference_flags.INPUT  # Each sentence contains --word.
+_OUTPUT = inference_flags.OUTPUT  # The heatmaps (PNG); none if unset.
 _WORD = flags.DEFINE_string(
     "word", None, "The target word (may be several tokens).")
-_INPUT = flags.DEFINE_string(
-    "input", None, "UTF-8 text file, one sentence per line, each containing "
-    "--word.")
-_OUTPUT = flags.DEFINE_string(
-    "output", None, "Where to write the heatmaps (PNG); none if unset.")
 _SENSES = flags.DEFINE_string(
     "senses", None, "Optional file of sense labels, one per line, on the line "
     "number of the sentence it labels; prints the mean cosine within and "
@@ -53,12 +50,7 @@ _LOWERCASE = flags.DEFINE_bool(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  # Checked here rather than with required=True, whose validators would
-  # break other programs' flag parsing in a process that imports this one.
-  missing = [f"--{flag.name}" for flag in (_SAVED_MODEL, _WORD, _INPUT)
-             if not flag.value]
-  if missing:
-    raise app.UsageError(f"Missing {', '.join(missing)}.")
+  inference_flags.required(_SAVED_MODEL, _WORD, _INPUT)
   saved_model = flag_utils.resolve_path(_SAVED_MODEL.value)
   input_path = flag_utils.resolve_path(_INPUT.value)
   try:

@@ -34,7 +34,7 @@ _CORPUS = flags.DEFINE_string(
     "ptb | peoples_daily | comma-separated files/globs (one sentence per "
     "line) | 'train=GLOBS;valid=GLOBS;test=GLOBS'.")
 _TOKENIZATION = flags.DEFINE_enum(
-    "tokenization", None, ["whitespace", "segmented", "chinese_chars", "jieba"],
+    "tokenization", None, list(config_lib.TOKENIZATIONS),
     "Tokenization mode. Default: segmented for peoples_daily, else "
     f"{_DEFAULTS.tokenization}.")
 _OUT = flag_utils.OUT  # --out: output directory (must not exist).
@@ -45,7 +45,7 @@ _MAX_VOCAB = flags.DEFINE_integer(
     "max_vocab", _DEFAULTS.max_vocab,
     "Largest vocabulary size, the 3 specials included; 0: no limit.")
 _ON_BAD_LINE = flags.DEFINE_enum(
-    "on_bad_line", _DEFAULTS.on_bad_line, list(prepare.ON_BAD_LINE_CHOICES),
+    "on_bad_line", _DEFAULTS.on_bad_line, list(config_lib.ON_BAD_LINE_CHOICES),
     "What to do with a line that is not valid UTF-8.")
 _LINES_PER_SHARD = flags.DEFINE_integer(
     "lines_per_shard", _DEFAULTS.lines_per_shard, "Sentences per output shard.")
@@ -58,15 +58,9 @@ flags.mark_flags_as_required(["corpus", "out"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  corpus = _CORPUS.value
-  out = os.path.expanduser(_OUT.value)
-  # Under `bazel run` the working directory is the runfiles tree; relative
-  # paths mean the user's directory.
-  base_dir = os.environ.get("BUILD_WORKING_DIRECTORY")
-  if base_dir:
-    corpus = corpora.absolute_spec(corpus, base_dir)
-    if not os.path.isabs(out):
-      out = os.path.join(base_dir, out)
+  # Relative paths mean the user's directory, also under `bazel run`.
+  corpus = flag_utils.resolve_corpus(_CORPUS.value)
+  out = flag_utils.resolve_path(os.path.expanduser(_OUT.value))
   tokenization = _TOKENIZATION.value or prepare.default_tokenization(corpus)
   try:
     prepared = prepare.prepare_corpus(

@@ -32,7 +32,8 @@ _MODEL_DIR = flags.DEFINE_string(
     "model_dir", "runs/ptb_cpu_small",
     "Where checkpoints, config.json, vocab.txt and TensorBoard logs go.")
 _PRESET = flags.DEFINE_enum(
-    "preset", "cpu_small", sorted(config_lib.PRESETS), "Model size preset.")
+    "preset", config_lib.DEFAULT_PRESET, sorted(config_lib.PRESETS),
+    "Model size preset.")
 _CONFIG = flags.DEFINE_string(
     "config", None, "A config.json (ExperimentConfig) to start from instead "
     "of the preset.")
@@ -56,91 +57,100 @@ _SET = flags.DEFINE_multi_string(
     "set", [], "Override any config value: dotted.path=JSON_VALUE, e.g. "
     "model.lstm.cell_dim=512 or model.char_cnn.filters=[[1,32],[2,64]].")
 
-# Shortcuts for the most used config values: flag name -> dotted config path.
+# Shortcuts for the most used config values: flag name -> (dotted config
+# path, absl DEFINE function, choices or None, help). Their defaults are NOT
+# restated here: an unset shortcut leaves the value of the preset (or
+# --config, or the resumed run's config.json), whose defaults live in
+# elmo_tf/config.py.
 _SHORTCUTS = {
-    "tokenization": ("data.tokenization", flags.DEFINE_enum, "whitespace",
-                     ["whitespace", "segmented", "chinese_chars", "jieba"],
-                     "How lines are split into tokens."),
-    "batching": ("data.batching", flags.DEFINE_enum, "sentences",
-                 ["sentences", "stream"],
+    "tokenization": ("data.tokenization", flags.DEFINE_enum,
+                     config_lib.TOKENIZATIONS,
+                     "How lines are split into tokens; when unset, the "
+                     "corpus decides (segmented for peoples_daily, a prepared "
+                     "directory's own, else whitespace)."),
+    "batching": ("data.batching", flags.DEFINE_enum,
+                 config_lib.BATCHING_MODES,
                  "sentences: stateless, each sentence with <S>/</S>; stream: "
                  "bilm-tf windows with LSTM state carried across batches."),
-    "batch_size": ("data.batch_size", flags.DEFINE_integer, 128, None,
+    "batch_size": ("data.batch_size", flags.DEFINE_integer, None,
                    "Global batch size (sentences or parallel streams)."),
-    "unroll_steps": ("data.unroll_steps", flags.DEFINE_integer, 20, None,
+    "unroll_steps": ("data.unroll_steps", flags.DEFINE_integer, None,
                      "Window length in stream mode."),
-    "min_count": ("data.min_count", flags.DEFINE_integer, 1, None,
+    "min_count": ("data.min_count", flags.DEFINE_integer, None,
                   "Minimum count for a vocabulary word."),
-    "max_vocab": ("data.max_vocab", flags.DEFINE_integer, 0, None,
+    "max_vocab": ("data.max_vocab", flags.DEFINE_integer, None,
                   "Largest vocabulary incl. specials (0: no limit)."),
-    "on_bad_line": ("data.on_bad_line", flags.DEFINE_enum, "error",
-                    ["error", "skip"], "What to do with invalid UTF-8 lines."),
-    "epochs": ("train.epochs", flags.DEFINE_integer, 10, None,
+    "on_bad_line": ("data.on_bad_line", flags.DEFINE_enum,
+                    config_lib.ON_BAD_LINE_CHOICES,
+                    "What to do with invalid UTF-8 lines."),
+    "epochs": ("train.epochs", flags.DEFINE_integer, None,
                "Epochs over the training split (when --max_steps is 0)."),
-    "max_steps": ("train.max_steps", flags.DEFINE_integer, 0, None,
+    "max_steps": ("train.max_steps", flags.DEFINE_integer, None,
                   "Stop after this many steps (0: use --epochs)."),
-    "learning_rate": ("train.learning_rate", flags.DEFINE_float, 0.2, None,
+    "learning_rate": ("train.learning_rate", flags.DEFINE_float, None,
                       "Learning rate."),
-    "optimizer": ("train.optimizer", flags.DEFINE_enum, "adagrad",
-                  ["adagrad", "adam", "sgd"], "Optimizer."),
+    "optimizer": ("train.optimizer", flags.DEFINE_enum, config_lib.OPTIMIZERS,
+                  "Optimizer."),
     "learning_rate_schedule": ("train.learning_rate_schedule",
-                               flags.DEFINE_enum, "constant",
-                               ["constant", "cosine", "linear"],
+                               flags.DEFINE_enum,
+                               config_lib.LEARNING_RATE_SCHEDULES,
                                "Decay of the learning rate over the run."),
     "final_learning_rate_fraction": (
-        "train.final_learning_rate_fraction", flags.DEFINE_float, 0.0, None,
+        "train.final_learning_rate_fraction", flags.DEFINE_float, None,
         "Final learning rate of a decaying schedule, as a fraction of "
         "--learning_rate."),
-    "clip_norm": ("train.clip_norm", flags.DEFINE_float, 10.0, None,
+    "clip_norm": ("train.clip_norm", flags.DEFINE_float, None,
                   "Global gradient-norm clipping."),
-    "seed": ("train.seed", flags.DEFINE_integer, 42, None, "Random seed."),
-    "mixed_precision": ("train.mixed_precision", flags.DEFINE_enum, "float32",
-                        ["float32", "mixed_bfloat16"],
+    "seed": ("train.seed", flags.DEFINE_integer, None, "Random seed."),
+    "mixed_precision": ("train.mixed_precision", flags.DEFINE_enum,
+                        config_lib.MIXED_PRECISIONS,
                         "mixed_bfloat16 pays off on CPUs with fast bfloat16 "
                         "matmuls (AMX); see BENCHMARKS.md."),
-    "jit_compile": ("train.jit_compile", flags.DEFINE_bool, False, None,
+    "jit_compile": ("train.jit_compile", flags.DEFINE_bool, None,
                     "Compile the train step with XLA."),
-    "distribution": ("train.distribution", flags.DEFINE_enum, "default",
-                     ["default", "mirrored", "multi_worker"],
+    "distribution": ("train.distribution", flags.DEFINE_enum,
+                     config_lib.DISTRIBUTIONS,
                      "tf.distribute strategy; multi_worker reads TF_CONFIG."),
-    "log_every_steps": ("train.log_every_steps", flags.DEFINE_integer, 50,
-                        None, "Summary / progress interval."),
+    "log_every_steps": ("train.log_every_steps", flags.DEFINE_integer, None,
+                        "Summary / progress interval."),
     "checkpoint_every_steps": ("train.checkpoint_every_steps",
-                               flags.DEFINE_integer, 500, None,
+                               flags.DEFINE_integer, None,
                                "Checkpoint interval."),
-    "eval_every_steps": ("train.eval_every_steps", flags.DEFINE_integer, 2000,
+    "eval_every_steps": ("train.eval_every_steps", flags.DEFINE_integer,
                          None, "Validation interval (0: only at the end)."),
     "n_negative_samples": ("model.n_negative_samples", flags.DEFINE_integer,
-                           8192, None, "Sampled-softmax negatives per batch."),
+                           None, "Sampled-softmax negatives per batch."),
     "training_softmax": ("model.training_softmax", flags.DEFINE_enum,
-                         "sampled", ["sampled", "full"],
+                         config_lib.TRAINING_SOFTMAXES,
                          "Training loss: sampled softmax, or the exact one "
                          "(faster for small vocabularies such as PTB's)."),
-    "dropout": ("model.dropout", flags.DEFINE_float, 0.1, None,
+    "dropout": ("model.dropout", flags.DEFINE_float, None,
                 "Dropout on LSTM inputs and before the softmax."),
-    "token_encoder": ("model.token_encoder", flags.DEFINE_enum, "chars",
-                      ["chars", "tokens", "concat", "sum"],
-                      "How layer 0 is built."),
-    "n_layers": ("model.lstm.n_layers", flags.DEFINE_integer, 2, None,
+    "token_encoder": ("model.token_encoder", flags.DEFINE_enum,
+                      config_lib.TOKEN_ENCODERS, "How layer 0 is built."),
+    "n_layers": ("model.lstm.n_layers", flags.DEFINE_integer, None,
                  "LSTM layers per direction."),
-    "cell_dim": ("model.lstm.cell_dim", flags.DEFINE_integer, 4096, None,
+    "cell_dim": ("model.lstm.cell_dim", flags.DEFINE_integer, None,
                  "LSTM cells."),
-    "projection_dim": ("model.lstm.projection_dim", flags.DEFINE_integer, 512,
+    "projection_dim": ("model.lstm.projection_dim", flags.DEFINE_integer,
                        None, "LSTM projection (and token vector) size."),
-    "n_highway": ("model.char_cnn.n_highway", flags.DEFINE_integer, 2, None,
+    "n_highway": ("model.char_cnn.n_highway", flags.DEFINE_integer, None,
                   "Highway layers in the character encoder."),
 }
-for _name, (_path, _define, _default, _enum, _help) in _SHORTCUTS.items():
-  _help = f"{_help} (config {_path}; default from the preset)"
-  if _enum is not None:
-    _define(_name, _default, _enum, _help)
+# The help text that stands for a shortcut's default.
+FROM_PRESET = "default: from the preset"
+for _name, (_path, _define, _choices, _help) in _SHORTCUTS.items():
+  _help = f"{_help} (config {_path}; {FROM_PRESET})"
+  if _define is flags.DEFINE_enum:
+    _define(_name, None, list(_choices), _help)
   else:
-    _define(_name, _default, _help)
+    _define(_name, None, _help)
 
 
 def build_config(model_dir: str) -> config_lib.ExperimentConfig:
   """Saved config (when resuming) or preset, then explicit flags on top."""
-  saved = os.path.join(model_dir, "config.json")
+  from elmo_tf import checkpoints  # Imports TensorFlow.
+  saved = checkpoints.config_path(model_dir)
   if _CONFIG.value:
     config = config_lib.ExperimentConfig.load(
         flag_utils.resolve_path(_CONFIG.value))
@@ -204,13 +214,12 @@ def export_dir(model_dir: str,
 def export_options(
     config: config_lib.ExperimentConfig) -> config_lib.ExportConfig:
   """The ExportConfig of the export at the end of training."""
-  options = config_lib.ExportConfig(
-      trainable_biLM=_EXPORT_TRAINABLE_BILM.value)
-  if config.data.tokenization == "jieba":
-    # jieba runs Python, not a graph: the `default` signature then takes
-    # text segmented beforehand (see elmo_tf/export.py).
-    options = options.replace(tokenization="segmented")
-  return options
+  from elmo_tf import export as export_lib  # Imports TensorFlow.
+  return config_lib.ExportConfig(
+      trainable_biLM=_EXPORT_TRAINABLE_BILM.value,
+      # jieba runs Python, not a graph: its models export `segmented`.
+      tokenization=export_lib.exported_tokenization(
+          config.data.tokenization))
 
 
 def main(argv):

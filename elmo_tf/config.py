@@ -80,6 +80,21 @@ class _JsonMixin:
     return dataclasses.replace(self, **changes)
 
 
+# === Choices of the string-valued fields (flags in bin/ take them from here) ===
+# data.tokenization. `jieba` runs Python (the jieba package) and cannot be
+# exported into a SavedModel graph; the others can (tokenizers.py).
+TOKENIZATIONS = ("whitespace", "segmented", "chinese_chars", "jieba")
+EXPORTABLE_TOKENIZATIONS = ("whitespace", "segmented", "chinese_chars")
+BATCHING_MODES = ("sentences", "stream")  # data.batching
+ON_BAD_LINE_CHOICES = ("error", "skip")  # data.on_bad_line
+TOKEN_ENCODERS = ("chars", "tokens", "concat", "sum")  # model.token_encoder
+TRAINING_SOFTMAXES = ("sampled", "full")  # model.training_softmax
+OPTIMIZERS = ("adagrad", "adam", "sgd")  # train.optimizer
+LEARNING_RATE_SCHEDULES = ("constant", "cosine", "linear")
+MIXED_PRECISIONS = ("float32", "mixed_bfloat16")  # train.mixed_precision
+DISTRIBUTIONS = ("default", "mirrored", "multi_worker")  # train.distribution
+
+
 # Paper / bilm-tf character CNN filters: (width, number of filters).
 PAPER_FILTERS = ((1, 32), (2, 32), (3, 64), (4, 128), (5, 256), (6, 512),
                  (7, 1024))
@@ -270,6 +285,10 @@ PRESETS: dict[str, ModelConfig] = {
     "original": _preset_model(cell_dim=4096, projection_dim=512,
                               filters=PAPER_FILTERS, n_highway=2),
 }
+
+
+# The model size bin/train uses when neither --preset nor --config is given.
+DEFAULT_PRESET = "cpu_small"
 
 
 def preset(name: str) -> ModelConfig:

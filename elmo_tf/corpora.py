@@ -38,7 +38,6 @@ decoding error, and the caller (`elmo_tf.prepare`) decides whether to fail or
 skip it.
 """
 
-import dataclasses
 import glob
 import hashlib
 import importlib.util
@@ -46,6 +45,9 @@ import os
 from typing import Iterator, Optional, Sequence
 
 from elmo_tf import peoples_daily
+from elmo_tf import text_files
+from elmo_tf.text_files import RawLine  # Part of this module's API.
+from elmo_tf.text_files import read_lines  # Part of this module's API.
 
 SPLITS = ("train", "valid", "test")
 BUILTIN_CORPORA = ("ptb", "peoples_daily")
@@ -56,27 +58,6 @@ _HELD_OUT_DIVISOR = 20
 
 class CorpusError(ValueError):
   """A user error in a corpus specification or its data."""
-
-
-@dataclasses.dataclass(frozen=True)
-class RawLine:
-  """One line of a corpus before tokenization.
-
-  Attributes:
-    source: the file (or `ptb/train`-style name) the line comes from.
-    line_number: 1-based line number in `source`.
-    text: the decoded line without its line break, or None if the line is not
-      valid UTF-8.
-    error: for `text=None`, the decoding error.
-  """
-  source: str
-  line_number: int
-  text: Optional[str]
-  error: Optional[str] = None
-
-  @property
-  def location(self) -> str:
-    return f"{self.source}:{self.line_number}"
 
 
 class Corpus:
@@ -214,41 +195,6 @@ def _explicit_split_corpus(spec: str) -> "FilesCorpus":
                      test_files=split_files.get("test", []))
 
 
-def read_lines(path: str) -> Iterator[RawLine]:
-  """Yields the lines of a UTF-8 file with 1-based numbers.
-
-  Lines end at b"\\n" only; a trailing b"\\r" is removed. Undecodable lines are
-  yielded with `text=None`.
-  """
-  with open(path, "rb") as f:
-    for number, raw in enumerate(f, start=1):
-      if raw.endswith(b"\n"):
-        raw = raw[:-1]
-      if raw.endswith(b"\r"):
-        raw = raw[:-1]
-      try:
-        text = raw.decode("utf-8")
-      except UnicodeDecodeError as e:
-        yield RawLine(path, number, None,
-                      f"invalid UTF-8 at byte {e.start}: {e.reason}")
-        continue
-      yield RawLine(path, number, text)
-
-
-def _count_lines(path: str) -> int:
-  """Number of lines as `read_lines` yields them."""
-  count = 0
-  last = b"\n"
-  with open(path, "rb") as f:
-    while True:
-      chunk = f.read(1 << 20)
-      if not chunk:
-        break
-      count += chunk.count(b"\n")
-      last = chunk[-1:]
-  return count + (last != b"\n")
-
-
 def _file_fingerprint(paths: Sequence[str]) -> str:
   h = hashlib.sha1()
   for path in paths:
@@ -287,7 +233,7 @@ class FilesCorpus(Corpus):
 
   def _split_ranges(self):
     if self._ranges is None:
-      counts = [_count_lines(p) for p in self.files]
+      counts = [text_files.count_lines(p) for p in self.files]
       total = sum(counts)
       k = total // _HELD_OUT_DIVISOR
       bounds = {"train": (0, total - 2 * k),

@@ -69,9 +69,10 @@ import tensorflow as tf
 from elmo_tf import config as config_lib
 from elmo_tf import corpora
 from elmo_tf import prepared_corpus as prepared_lib
+from elmo_tf import sentences as sentences_lib
 from elmo_tf import vocab as vocab_lib
 
-BATCHING_MODES = ("sentences", "stream")
+BATCHING_MODES = config_lib.BATCHING_MODES
 # Bucket widths (sentences mode) are multiples of this.
 _BUCKET_STEP = 8
 # Shards read at once when shuffling.
@@ -231,22 +232,10 @@ def _sentence_dataset(prepared, split, data_config, *, shuffle, seed, repeat,
   def pieces(lines):
     # lines: (chunk,) strings, one sentence each, tokens joined by " ".
     words = tf.strings.split(lines, sep=" ")  # (chunk, (n))
-    lengths = words.row_lengths()  # (chunk,) int64
-    n_pieces = (lengths + limit - 1) // limit  # (chunk,)
-    first_piece = tf.cumsum(n_pieces, exclusive=True)  # (chunk,)
-    line_of_word = words.value_rowids()  # (n_words,)
-    index_in_line = (tf.range(tf.size(line_of_word, out_type=tf.int64))
-                     - tf.gather(words.row_starts(), line_of_word))
-    piece_of_word = (tf.gather(first_piece, line_of_word)
-                     + index_in_line // limit)  # (n_words,)
-    # (pieces, (<= limit)): the sentences cut into pieces.
-    cut = tf.RaggedTensor.from_value_rowids(
-        words.flat_values, piece_of_word, nrows=tf.reduce_sum(n_pieces),
-        validate=False)
-    total = cut.nrows()
-    bos = tf.RaggedTensor.from_tensor(tf.fill([total, 1], vocab_lib.BOS_TOKEN))
-    eos = tf.RaggedTensor.from_tensor(tf.fill([total, 1], vocab_lib.EOS_TOKEN))
-    wrapped = tf.concat([bos, cut, eos], axis=1)  # (pieces, (<= limit + 2))
+    # The packing rule of elmo_tf.sentences (shared with inference), with
+    # training's length limit: (pieces, (<= limit + 2)).
+    wrapped = sentences_lib.wrap_sentences(
+        sentences_lib.cut_sentences(words, limit))
     # (pieces, <= limit + 2) padded with "", and (pieces,) lengths.
     return wrapped.to_tensor(default_value=""), wrapped.row_lengths()
 
@@ -269,18 +258,15 @@ def _sentence_dataset(prepared, split, data_config, *, shuffle, seed, repeat,
 
   def features(tokens):
     # tokens: (batch, time) strings, "" = padding.
-    mask = tf.not_equal(tokens, "")  # (batch, time)
-    token_ids = vocabulary.lookup(tokens)  # (batch, time)
+    # token_ids, char_ids (batch, time, 50), mask (batch, time).
+    result = sentences_lib.token_features(tokens, vocabulary.lookup(tokens))
+    token_ids, mask = result["token_ids"], result["mask"]  # (batch, time)
     zeros = tf.zeros_like(token_ids[:, :1])  # (batch, 1)
     forward = tf.concat([token_ids[:, 1:], zeros], axis=1)  # (batch, time)
     backward = tf.concat([zeros, token_ids[:, :-1]], axis=1)  # (batch, time)
-    return {
-        "token_ids": token_ids,
-        "char_ids": vocab_lib.char_ids(tokens),  # (batch, time, 50)
-        "mask": mask,
-        "forward_targets": tf.where(mask, forward, 0),
-        "backward_targets": tf.where(mask, backward, 0),
-    }
+    result["forward_targets"] = tf.where(mask, forward, 0)
+    result["backward_targets"] = tf.where(mask, backward, 0)
+    return result
 
   return dataset.map(features, num_parallel_calls=tf.data.AUTOTUNE,
                      deterministic=True)
@@ -402,10 +388,12 @@ def _stream_dataset(prepared, split, data_config, *, shuffle, seed, repeat,
       current = window(start_offset, rows, index, 0)  # (rows, T)
       target = window(start_offset, rows, index, shift)  # (rows, T)
       target = tf.where(current > 0, target, 0)
-      tokens = tokens_of(current)  # (rows, T)
-      result[prefix + "token_ids"] = tf.gather(word_ids_t, current)
-      result[prefix + "char_ids"] = vocab_lib.char_ids(tokens)  # (rows, T, 50)
-      result[prefix + "mask"] = current > 0
+      # The id / char-id step of elmo_tf.sentences: token_ids, char_ids
+      # (rows, T, 50) and mask (rows, T) ("" = index 0 is padding).
+      packed = sentences_lib.token_features(
+          tokens_of(current), tf.gather(word_ids_t, current))
+      for key, value in packed.items():
+        result[prefix + key] = value
       result[target_key] = tf.gather(word_ids_t, target)
     return result
 

@@ -5,10 +5,12 @@ import os
 import keras
 import tensorflow as tf
 
+from elmo_tf import checkpoints as checkpoints_lib
 from elmo_tf import export as export_lib
 from elmo_tf import tokenizers as tokenizers_lib
 from elmo_tf import vocab as vocab_lib
 from elmo_tf.layers.scalar_mix import ScalarMix
+from elmo_tf.models import elmo as elmo_lib
 from elmo_tf.models.backbone import ElmoBackbone
 
 
@@ -142,28 +144,34 @@ class ElmoEmbedding(keras.layers.Layer):
                                self.scalar_mix)
     exported = export_lib.scalar_mix_weights(self.scalar_mix)
     for mix in self.scalar_mixes[1:]:
-      export_lib.copy_weights(exported, export_lib.scalar_mix_weights(mix),
-                              what=f"the exported mix into {mix.name}")
+      checkpoints_lib.copy_weights(exported,
+                                   export_lib.scalar_mix_weights(mix),
+                                   what=f"the exported mix into {mix.name}")
     self.built = True
 
   def call(self, inputs, training=None):
+    width = None
     if isinstance(inputs, dict):
-      tokens = export_lib.tokens_to_ragged(inputs["tokens"],
-                                           inputs["sequence_len"])
+      tokens = elmo_lib.tokens_to_ragged(inputs["tokens"],
+                                         inputs["sequence_len"])
+      # As wide as the `tokens` input, like the SavedModel's signature.
+      width = tf.shape(inputs["tokens"])[1]
     else:
       tokens = self.tokenizer.tokenize(inputs)  # (B, (tokens))
     training = bool(training) and self.trainable_biLM
     if self.n_mixes == 1:
-      outputs = export_lib.embed_tokens(
+      outputs = elmo_lib.embed_tokens(
           self.backbone, self.scalar_mix, tokens,
-          token_table=self.token_table, training=training)
+          token_table=self.token_table, training=training, width=width)
       return outputs if self.output_key == "all" else outputs[self.output_key]
     # One biLM pass for every mix: n_mixes x (B, T, 2P) for "elmo",
     # n_mixes x (B, 2P) for "default".
-    bilm = export_lib.run_bilm(self.backbone, tokens,
-                               token_table=self.token_table, training=training)
-    return [export_lib.mix_layers(mix, bilm)[self.output_key]
-            for mix in self.scalar_mixes]
+    bilm = elmo_lib.run_bilm(self.backbone, tokens,
+                             token_table=self.token_table, training=training)
+    mixed = [elmo_lib.mix_layers(mix, bilm) for mix in self.scalar_mixes]
+    if width is not None:
+      mixed = [elmo_lib.pad_time(m, width) for m in mixed]
+    return [m[self.output_key] for m in mixed]
 
   def compute_output_spec(self, inputs, training=None):
     if isinstance(inputs, dict):

@@ -15,13 +15,17 @@ Moving or copying the directory keeps it working: nothing refers to the
 training run any more.
 
 What the SavedModel offers (B = batch, T = longest sentence of the batch
-in tokens, P = `lstm.projection_dim`, L = `lstm.n_layers`):
+in tokens, or for `tokens` inputs the width max_len of `tokens`, P =
+`lstm.projection_dim`, L = `lstm.n_layers`); the computation is the
+inference head of `elmo_tf.models.elmo`:
 
   * signature `default`: `text` (B,) string, raw sentences, tokenized in the
     graph with the model's tokenization mode (`whitespace`, `segmented`,
     `chinese_chars`).
   * signature `tokens`: `tokens` (B, max_len) string padded with "" and
     `sequence_len` (B,) int32 (tokens after `sequence_len` are ignored).
+    As in TF-Hub's ELMo, its outputs are max_len wide (zeros past
+    `sequence_len`), so taggers built for a fixed max_len work unchanged.
   * both return the dict
       word_emb        (B, T, P)    layer 0, the context-free token vectors
       lstm_outputs{i} (B, T, 2P)   i = 1..L, [forward_i; backward_i]
@@ -33,6 +37,11 @@ in tokens, P = `lstm.projection_dim`, L = `lstm.n_layers`):
     the boundary positions are removed from every output, and padding
     positions are zero. An empty sentence has sequence_len 0 and a zero
     `default` vector.
+  * signature `log_probs` (exports of a training run, which carry the
+    softmax): `text` (B,) string -> per-token forward/backward
+    log-probabilities, their sums, `token_count`, `unk_count`,
+    `sequence_len` (`elmo_tf.models.elmo.SCORE_KEYS`) and the `tokens`
+    (B, T) string scored. bin/score prints them.
   * a reusable SavedModel for `hub.KerasLayer` (TF-Hub's "reusable
     SavedModel" API): `__call__(inputs, training=False)` with `inputs`
     either a (B,) string tensor of sentences or a dict with `tokens` and
@@ -48,12 +57,13 @@ in tokens, P = `lstm.projection_dim`, L = `lstm.n_layers`):
 Inference is stateless: a sentence gives the same vectors whatever else is
 in its batch and however much padding surrounds it.
 
-Loading needs tensorflow-text's ops (the tokenizer runs in the graph):
-`import tensorflow_text` before `tf.saved_model.load` / `hub.KerasLayer`.
+The graph uses core TensorFlow ops only (the tokenizer included), so it
+loads with plain TensorFlow, `saved_model_cli` and `hub.load`, like TF-Hub's
+ELMo modules. (SavedModels written by elmo_tf before that need
+`import tensorflow_text` first; `resave` writes them again without it.)
 
 Example:
 ```python
-import tensorflow_text  # Registers the tokenizer's ops.
 elmo = tf.saved_model.load("savedmodels/ptb")
 out = elmo.signatures["default"](tf.constant(["the cat sat ."]))
 out["elmo"]  # (1, 4, 2P)
@@ -69,181 +79,45 @@ import tempfile
 
 from absl import logging
 import keras
+import numpy as np
 import tensorflow as tf
 
+from elmo_tf import checkpoints as checkpoints_lib
 from elmo_tf import config as config_lib
 from elmo_tf import tokenizers as tokenizers_lib
 from elmo_tf import vocab as vocab_lib
 from elmo_tf.layers.scalar_mix import ScalarMix
+from elmo_tf.layers.sampled_softmax import SampledSoftmax
+from elmo_tf.models import elmo as elmo_lib
 from elmo_tf.models.backbone import ElmoBackbone
 
 # === Asset file names (inside <saved model>/assets/) ===
-CONFIG_ASSET = "config.json"
-VOCAB_ASSET = "vocab.txt"
+# The run's files keep their names (elmo_tf/checkpoints.py).
+CONFIG_ASSET = checkpoints_lib.CONFIG_FILENAME
+VOCAB_ASSET = checkpoints_lib.VOCAB_FILENAME
 INFO_ASSET = "elmo_tf.json"
 FORMAT_VERSION = 1
-
-# Modes whose tokenizer is pure TensorFlow and can run inside a SavedModel.
-EXPORTABLE_TOKENIZATIONS = ("whitespace", "segmented", "chinese_chars")
 
 # Names of the object-graph children holding the weights, so that
 # `restore_weights` can read them back from <saved model>/variables.
 _BILM_WEIGHTS = "bilm_weights"
 _MIX_WEIGHTS = "scalar_mix_weights"
+_SOFTMAX_WEIGHTS = "softmax_weights"
 
-
-def output_keys(n_layers: int) -> list[str]:
-  """Output names of the signatures for an `n_layers`-layer biLM."""
-  return (["word_emb"] + [f"lstm_outputs{i}" for i in range(1, n_layers + 1)]
-          + ["elmo", "default", "sequence_len", "mask"])
-
-
-# === Weights by path ===
+# Kept importable from here, where they used to live.
+output_keys = elmo_lib.output_keys
+tokens_to_ragged = elmo_lib.tokens_to_ragged
+copy_weights = checkpoints_lib.copy_weights
 
 
 def backbone_weights(backbone: ElmoBackbone) -> dict[str, keras.Variable]:
-  """{path inside the backbone: variable}, e.g. `forward_lstm_0/kernel`.
-
-  Keys do not depend on where the backbone sits (`bidirectional_lm/
-  backbone/...` in training, `elmo_embedding/backbone/...` in a Keras
-  model), so weights copy between any two backbones of one config. Dropout
-  RNG states are left out (as in checkpoints).
-  """
-  result = {}
-  for variable in backbone.variables:
-    if variable.path.endswith("seed_generator_state"):
-      continue
-    parts = variable.path.split("/")
-    # The last component equal to the backbone's name: its sub-layer names
-    # (char_encoder, forward_lstm_0, ...) never equal it.
-    start = len(parts) - 1 - parts[::-1].index(backbone.name)
-    key = "/".join(parts[start + 1:])
-    if key in result:
-      raise ValueError(f"Two backbone variables share the path {key!r}.")
-    result[key] = variable
-  return result
+  """{path inside the backbone: variable}, e.g. `forward_lstm_0/kernel`
+  (`checkpoints.weights_by_path`)."""
+  return checkpoints_lib.weights_by_path(backbone)
 
 
 def scalar_mix_weights(mix: ScalarMix) -> dict[str, keras.Variable]:
   return {"scalar_weights": mix.scalar_weights, "gamma": mix.gamma}
-
-
-def copy_weights(source: dict, target: dict, what: str = "weights") -> None:
-  """Assigns `source[k]` to `target[k]` for every key; keys must match."""
-  if sorted(source) != sorted(target):
-    missing = sorted(set(target) - set(source))
-    unexpected = sorted(set(source) - set(target))
-    raise ValueError(f"Cannot copy {what}: missing {missing}, unexpected "
-                     f"{unexpected}.")
-  for key, variable in target.items():
-    value = source[key]
-    if tuple(value.shape) != tuple(variable.shape):
-      raise ValueError(f"Cannot copy {what}: {key} has shape {value.shape}, "
-                       f"expected {variable.shape}.")
-    variable.assign(value)
-
-
-# === The computation shared by the SavedModel and `ElmoEmbedding` ===
-
-
-def tokens_to_ragged(tokens, sequence_len) -> tf.RaggedTensor:
-  """TF-Hub `tokens` inputs -> (B, (tokens)) string RaggedTensor.
-
-  `sequence_len` is clipped to [0, max_len]; tokens after it are ignored.
-  """
-  tokens = tf.convert_to_tensor(tokens, tf.string)  # (B, max_len)
-  sequence_len = tf.cast(sequence_len, tf.int32)  # (B,)
-  sequence_len = tf.clip_by_value(sequence_len, 0, tf.shape(tokens)[1])
-  return tf.RaggedTensor.from_tensor(tokens, lengths=sequence_len)
-
-
-def run_bilm(backbone: ElmoBackbone, tokens: tf.RaggedTensor,
-             token_table=None, training=False) -> dict[str, tf.Tensor]:
-  """The biLM's layers for tokenized sentences, before any scalar mix.
-
-  Args:
-    backbone: the biLM.
-    tokens: (B, (n)) string RaggedTensor, without `<S>` / `</S>`.
-    token_table: a `tf.lookup` table string -> word id, needed when the
-      backbone's token encoder uses word ids (not for "chars").
-    training: passed to the backbone (its dropout).
-
-  Returns:
-    dict with the outputs that do not depend on a mix: `word_emb` (B, T, P),
-    `lstm_outputs{i}` (B, T, 2P), `sequence_len` (B,) int32, `mask` (B, T)
-    bool; and `layers` (B, L+1, T, 2P), the input of the scalar mix. Float
-    outputs are in the backbone's compute dtype and zero at padding.
-  """
-  tokens = tokens.with_row_splits_dtype(tf.int32)
-  batch_size = tokens.nrows()
-  sequence_len = tokens.row_lengths()  # (B,) int32
-  # Longest sentence; 0 for an empty batch (an empty reduce_max is INT_MIN).
-  max_len = tf.reduce_max(tf.concat([sequence_len, [0]], axis=0))
-  boundary = lambda token: tf.RaggedTensor.from_tensor(
-      tf.fill([batch_size, 1], token), row_splits_dtype=tf.int32)
-  wrapped = tf.concat([boundary(vocab_lib.BOS_TOKEN), tokens,
-                       boundary(vocab_lib.EOS_TOKEN)], axis=1)
-  # (B, T + 2) with <S> at 0 and </S> right after each sentence.
-  padded = wrapped.to_tensor(default_value="", shape=[batch_size, max_len + 2])
-  inputs = {
-      "char_ids": vocab_lib.char_ids(padded),  # (B, T + 2, 50)
-      "mask": tf.sequence_mask(sequence_len + 2, max_len + 2),  # (B, T + 2)
-  }
-  if backbone.model_config.token_encoder != "chars":
-    if token_table is None:
-      raise ValueError("This biLM's token encoder needs word ids: pass "
-                       "`token_table`.")
-    inputs["token_ids"] = tf.cast(token_table.lookup(padded), tf.int32)
-  out = backbone(inputs, training=training)
-
-  mask = tf.sequence_mask(sequence_len, max_len)  # (B, T)
-  # Drop <S> (position 0) and what follows the longest sentence; the </S>
-  # of shorter sentences lies in their padding and is zeroed by the mask.
-  layers = out["layer_activations"][:, :, 1:max_len + 1]  # (B, L+1, T, 2P)
-  mask_f = tf.cast(mask, layers.dtype)  # (B, T)
-  layers = layers * mask_f[:, tf.newaxis, :, tf.newaxis]
-  word_emb = out["token_representation"][:, 1:max_len + 1]  # (B, T, P)
-  word_emb = word_emb * mask_f[..., tf.newaxis]
-  outputs = {"word_emb": word_emb}
-  for i in range(1, backbone.n_layers + 1):
-    outputs[f"lstm_outputs{i}"] = layers[:, i]  # (B, T, 2P)
-  outputs.update(layers=layers, sequence_len=sequence_len, mask=mask)
-  return outputs
-
-
-def mix_layers(scalar_mix: ScalarMix,
-               bilm: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-  """`elmo` (B, T, 2P) and `default` (B, 2P) of one scalar mix over the
-  outputs of `run_bilm`."""
-  elmo = scalar_mix(bilm["layers"], mask=bilm["mask"])  # (B, T, 2P), 0 at pad
-  count = tf.maximum(tf.cast(bilm["sequence_len"], elmo.dtype),
-                     1.0)[:, tf.newaxis]  # (B, 1)
-  return {"elmo": elmo,
-          "default": tf.reduce_sum(elmo, axis=1) / count}  # (B, 2P)
-
-
-def embed_tokens(backbone: ElmoBackbone, scalar_mix: ScalarMix,
-                 tokens: tf.RaggedTensor, token_table=None,
-                 training=False) -> dict[str, tf.Tensor]:
-  """All ELMo outputs of tokenized sentences (see the module docstring).
-
-  Args:
-    backbone: the biLM.
-    scalar_mix: a `ScalarMix` over the backbone's L + 1 layers.
-    tokens: (B, (n)) string RaggedTensor, without `<S>` / `</S>`.
-    token_table: a `tf.lookup` table string -> word id, needed when the
-      backbone's token encoder uses word ids (not for "chars").
-    training: passed to the backbone (its dropout).
-
-  Returns:
-    dict of `output_keys(L)`; float outputs in the backbone's compute dtype.
-  """
-  bilm = run_bilm(backbone, tokens, token_table=token_table,
-                  training=training)
-  mixed = mix_layers(scalar_mix, bilm)
-  # In the order of output_keys; `layers` (the mix's input) is left out.
-  return {key: mixed[key] if key in mixed else bilm[key]
-          for key in output_keys(backbone.n_layers)}
 
 
 # === The exported module ===
@@ -253,6 +127,10 @@ _TOKENS_SPECS = {
     "tokens": tf.TensorSpec([None, None], tf.string, name="tokens"),
     "sequence_len": tf.TensorSpec([None], tf.int32, name="sequence_len"),
 }
+# The network is traced on flat tokens: (n_tokens,) strings and (B,) row
+# lengths.
+_FLAT_SPECS = [tf.TensorSpec([None], tf.string),
+               tf.TensorSpec([None], tf.int32)]
 
 
 class ElmoModule(tf.__internal__.tracking.AutoTrackable):
@@ -261,22 +139,26 @@ class ElmoModule(tf.__internal__.tracking.AutoTrackable):
   An `AutoTrackable` rather than a `tf.Module`, because the reusable
   SavedModel API needs plain attributes named `variables` and
   `trainable_variables`, which `tf.Module` defines as read-only properties.
+  Every function runs the inference head of `elmo_tf.models.elmo`.
 
   Args:
     backbone: a built float32 `ElmoBackbone` holding the trained weights.
     tokenizer: an exportable `tokenizers.Tokenizer` (for
       `options.tokenization`, resolved by the caller).
-    vocab: the `Vocabulary` (its table is used by word-id encoders).
+    vocab: the `Vocabulary` (its table is used by word-id encoders and by
+      scoring).
     options: `config.ExportConfig`; `trainable_biLM` lists every biLM
       weight in `trainable_variables`, `l2_coef` is the L2 coefficient on
       the scalar-mix weights, `do_layer_norm` normalizes each layer before
       mixing (`ScalarMix`).
     assets: {asset file name: path of the file to copy into the SavedModel}.
+    softmax: the biLM's built float32 `SampledSoftmax`, or None; with it
+      the module has `log_probs` (and the signature of that name).
   """
 
   def __init__(self, backbone, tokenizer, vocab,
                options: config_lib.ExportConfig = config_lib.ExportConfig(),
-               assets=None):
+               assets=None, softmax=None):
     super().__init__()
     trainable_biLM = options.trainable_biLM
     mix = ScalarMix(backbone.n_layers + 1, l2_coef=options.l2_coef,
@@ -284,24 +166,24 @@ class ElmoModule(tf.__internal__.tracking.AutoTrackable):
                     dtype="float32")
     mix.build()
     uses_token_ids = backbone.model_config.token_encoder != "chars"
-    token_table = vocab.table if uses_token_ids else None
+    needs_table = uses_token_ids or softmax is not None
+    token_table = vocab.table if needs_table else None
     # Untracked Python state: the Keras layers stay out of the object graph
     # (their weights are tracked below, by path).
     untracked = dict(_backbone=backbone, _mix=mix, _tokenizer=tokenizer,
-                     _token_table=token_table)
-    # The network is traced only in these two functions of flat tokens;
-    # every public function calls one of them, so its own trace is cheap.
+                     _token_table=token_table if uses_token_ids else None,
+                     _score_table=token_table, _softmax=softmax)
+    # The network is traced only in these functions of flat tokens; every
+    # public function calls one of them, so its own trace is cheap.
     # (Saving traces every function again: an export traces the network 2-4
     # times instead of 12.)
-    embed_spec = [tf.TensorSpec([None], tf.string),  # (n_tokens,)
-                  tf.TensorSpec([None], tf.int32)]  # (B,) row lengths
     untracked["_embed_inference"] = tf.function(
         lambda flat, lengths: self._embed_flat(flat, lengths, False),
-        input_signature=embed_spec, autograph=False)
+        input_signature=_FLAT_SPECS, autograph=False)
     # The frozen biLM runs in inference mode (no dropout) in training too.
     untracked["_embed_training"] = tf.function(
         lambda flat, lengths: self._embed_flat(flat, lengths, True),
-        input_signature=embed_spec, autograph=False
+        input_signature=_FLAT_SPECS, autograph=False
     ) if trainable_biLM else untracked["_embed_inference"]
     for name, value in untracked.items():
       object.__setattr__(self, name, value)
@@ -313,6 +195,8 @@ class ElmoModule(tf.__internal__.tracking.AutoTrackable):
                    for name, path in (assets or {}).items()}
     setattr(self, _BILM_WEIGHTS, backbone_weights(backbone))
     setattr(self, _MIX_WEIGHTS, scalar_mix_weights(mix))
+    if softmax is not None:
+      setattr(self, _SOFTMAX_WEIGHTS, checkpoints_lib.weights_by_path(softmax))
     mix_variables = [mix.scalar_weights, mix.gamma]
     # Every backbone variable, incl. dropout RNG states that training-mode
     # functions use.
@@ -330,6 +214,10 @@ class ElmoModule(tf.__internal__.tracking.AutoTrackable):
                               input_signature=[_TOKENS_SPECS["tokens"],
                                                _TOKENS_SPECS["sequence_len"]],
                               autograph=False)
+    if softmax is not None:
+      self.log_probs = tf.function(self._log_probs,
+                                   input_signature=[_TEXT_SPEC],
+                                   autograph=False)
     self.__call__ = tf.function(self._call, autograph=False)
     # Traces saved for __call__: both input forms x both training modes.
     for training in (False, True):
@@ -341,36 +229,61 @@ class ElmoModule(tf.__internal__.tracking.AutoTrackable):
 
   def signature_functions(self) -> dict:
     """The concrete functions to save as signatures."""
-    return {"default": self.default.get_concrete_function(),
-            "tokens": self.tokens.get_concrete_function()}
+    signatures = {"default": self.default.get_concrete_function(),
+                  "tokens": self.tokens.get_concrete_function()}
+    if self._softmax is not None:
+      signatures["log_probs"] = self.log_probs.get_concrete_function()
+    return signatures
 
   def _embed_flat(self, flat, lengths, training):
     tokens = tf.RaggedTensor.from_row_lengths(flat, lengths, validate=False)
-    return embed_tokens(self._backbone, self._mix, tokens,
-                        token_table=self._token_table, training=training)
+    return elmo_lib.embed_tokens(self._backbone, self._mix, tokens,
+                                 token_table=self._token_table,
+                                 training=training)
 
-  def _embed(self, tokens: tf.RaggedTensor, training: bool):
+  def _embed(self, tokens: tf.RaggedTensor, training: bool, width=None):
     tokens = tokens.with_row_splits_dtype(tf.int32)
     embed = self._embed_training if training else self._embed_inference
-    return embed(tokens.flat_values, tokens.row_lengths())
+    outputs = embed(tokens.flat_values, tokens.row_lengths())
+    return outputs if width is None else elmo_lib.pad_time(outputs, width)
 
   def _default(self, text):
     return self._embed(self._tokenizer.tokenize(text), training=False)
 
-  def _tokens(self, tokens, sequence_len):
-    return self._embed(tokens_to_ragged(tokens, sequence_len), training=False)
+  def _tokens(self, tokens, sequence_len, training=False):
+    # As wide as the `tokens` input (TF-Hub's ELMo), so taggers built for a
+    # fixed max_len work unchanged.
+    return self._embed(elmo_lib.tokens_to_ragged(tokens, sequence_len),
+                       training=training, width=tf.shape(tokens)[1])
+
+  def _log_probs(self, text):
+    tokens = self._tokenizer.tokenize(text).with_row_splits_dtype(tf.int32)
+    scores = elmo_lib.score_tokens(self._backbone, self._softmax, tokens,
+                                   self._score_table)
+    scores["tokens"] = tokens.to_tensor(default_value="")  # (B, T)
+    return scores
 
   def _call(self, inputs, training=False):
     """Sentences (B,) or {"tokens", "sequence_len"} -> the output dict."""
     if isinstance(inputs, dict):
-      tokens = tokens_to_ragged(inputs["tokens"], inputs["sequence_len"])
-    else:
-      tokens = self._tokenizer.tokenize(inputs)
-    return self._embed(tokens, training=bool(training))
+      return self._tokens(inputs["tokens"], inputs["sequence_len"],
+                          training=bool(training))
+    return self._embed(self._tokenizer.tokenize(inputs),
+                       training=bool(training))
 
 
 class ExportError(ValueError):
   """The model cannot be exported as asked (e.g. a 'jieba' tokenizer)."""
+
+
+def exported_tokenization(trained_tokenization: str) -> str:
+  """The `default` signature's tokenization for a model trained with
+  `trained_tokenization`: its own, or `segmented` for `jieba` (which runs
+  Python, not a graph: the signature then takes text segmented
+  beforehand)."""
+  if trained_tokenization == "jieba":
+    return "segmented"
+  return trained_tokenization
 
 
 def _check_tokenization(mode: str) -> None:
@@ -383,9 +296,10 @@ def _check_tokenization(mode: str) -> None:
         "splits on spaces, so give it text segmented by jieba beforehand, or "
         "feed jieba's tokens to the `tokens` signature. A model trained with "
         "'chinese_chars' needs no segmenter at all.")
-  if mode not in EXPORTABLE_TOKENIZATIONS:
-    raise ExportError(f"Unknown tokenization {mode!r}; exportable modes are "
-                     f"{list(EXPORTABLE_TOKENIZATIONS)}.")
+  if mode not in config_lib.EXPORTABLE_TOKENIZATIONS:
+    raise ExportError(
+        f"Unknown tokenization {mode!r}; exportable modes are "
+        f"{list(config_lib.EXPORTABLE_TOKENIZATIONS)}.")
 
 
 def check_out_dir(out_dir: str) -> None:
@@ -397,6 +311,59 @@ def check_out_dir(out_dir: str) -> None:
                       "replacing it. Choose a new output directory.")
   if tf.io.gfile.exists(out_dir) and not tf.io.gfile.isdir(out_dir):
     raise ExportError(f"{out_dir} is a file; choose an output directory.")
+
+
+def _load_float32(model_dir: str):
+  """(config, vocab, float32 backbone, float32 softmax, checkpoint path) of
+  the latest checkpoint in `model_dir`.
+
+  The exported network computes in float32 whatever the training policy;
+  the variables are float32 in both, so the copy is exact.
+  """
+  policy = keras.mixed_precision.global_policy()
+  try:
+    config, vocab, model, checkpoint = checkpoints_lib.load_trained_model(
+        model_dir)
+  finally:
+    # load_trained_model sets the run's policy (maybe mixed_bfloat16).
+    keras.mixed_precision.set_global_policy(policy)
+  backbone = ElmoBackbone(config.model, name="backbone", dtype="float32")
+  backbone.build()
+  copy_weights(backbone_weights(model.backbone), backbone_weights(backbone),
+               what=f"the weights of {checkpoint}")
+  softmax = SampledSoftmax(config.model.vocab_size,
+                           config.model.n_negative_samples,
+                           training_softmax=config.model.training_softmax,
+                           name="softmax", dtype="float32")
+  softmax.build((None, config.model.lstm.projection_dim))
+  copy_weights(checkpoints_lib.weights_by_path(model.softmax),
+               checkpoints_lib.weights_by_path(softmax),
+               what=f"the softmax of {checkpoint}")
+  return config, vocab, backbone, softmax, checkpoint
+
+
+def _resolve_tokenization(config, options) -> str:
+  mode = options.tokenization or config.data.tokenization
+  _check_tokenization(mode)
+  if mode != config.data.tokenization:
+    logging.warning("Exporting with tokenization %r; the model was trained "
+                    "with %r.", mode, config.data.tokenization)
+  return mode
+
+
+def build_module(
+    model_dir: str,
+    options: config_lib.ExportConfig = config_lib.ExportConfig()
+) -> ElmoModule:
+  """The `ElmoModule` of the latest checkpoint of a training run, in memory:
+  what `export_saved_model` would save, without saving it (bin/embed and
+  bin/score on --model_dir)."""
+  config, vocab, backbone, softmax, _ = _load_float32(model_dir)
+  mode = _resolve_tokenization(
+      config, options.replace(tokenization=options.tokenization or
+                              exported_tokenization(config.data.tokenization)))
+  return ElmoModule(backbone, tokenizers_lib.get_tokenizer(mode), vocab,
+                    options=options, softmax=softmax)
 
 
 def export_saved_model(
@@ -424,50 +391,48 @@ def export_saved_model(
   Raises:
     ExportError: for a tokenization that cannot run in a graph ('jieba'),
       or an `out_dir` that holds something else than a SavedModel.
-    trainer.TrainingError: when `model_dir` has no config or checkpoint.
+    checkpoints.TrainingError: when `model_dir` has no config or checkpoint.
   """
-  # Late: ElmoEmbedding imports this module and needs no training code.
-  from elmo_tf import trainer as trainer_lib
-  tokenization = options.tokenization
   out_dir = out_dir.rstrip("/") or out_dir
   check_out_dir(out_dir)
-  config_path = os.path.join(model_dir, trainer_lib.CONFIG_FILENAME)
-  if tf.io.gfile.exists(config_path):
+  if tf.io.gfile.exists(checkpoints_lib.config_path(model_dir)):
     # Fail before loading anything on a non-exportable tokenization.
-    saved = config_lib.ExperimentConfig.load(config_path)
-    _check_tokenization(tokenization or saved.data.tokenization)
+    saved = config_lib.ExperimentConfig.load(
+        checkpoints_lib.config_path(model_dir))
+    _check_tokenization(options.tokenization or saved.data.tokenization)
+  config, vocab, backbone, softmax, checkpoint = _load_float32(model_dir)
+  save_module(config, vocab, backbone, out_dir, options, softmax=softmax,
+              source=os.path.basename(checkpoint))
+  return out_dir
 
-  policy = keras.mixed_precision.global_policy()
-  try:
-    config, vocab, model, checkpoint = trainer_lib.load_trained_model(
-        model_dir)
-  finally:
-    # load_trained_model sets the run's policy (maybe mixed_bfloat16).
-    keras.mixed_precision.set_global_policy(policy)
-  mode = tokenization or config.data.tokenization
-  _check_tokenization(mode)
-  if mode != config.data.tokenization:
-    logging.warning("Exporting with tokenization %r; the model was trained "
-                    "with %r.", mode, config.data.tokenization)
 
-  # The exported network computes in float32 whatever the training policy;
-  # the variables are float32 in both, so the copy is exact.
-  backbone = ElmoBackbone(config.model, name="backbone", dtype="float32")
-  backbone.build()
-  copy_weights(backbone_weights(model.backbone), backbone_weights(backbone),
-               what=f"the weights of {checkpoint}")
+def save_module(config: config_lib.ExperimentConfig,
+                vocab: vocab_lib.Vocabulary, backbone: ElmoBackbone,
+                out_dir: str,
+                options: config_lib.ExportConfig = config_lib.ExportConfig(),
+                softmax: SampledSoftmax | None = None,
+                source: str = "",
+                mix_values: dict | None = None) -> str:
+  """Writes the SavedModel of a built float32 backbone (and softmax).
 
+  `source` names where the weights came from (a checkpoint's basename), for
+  assets/elmo_tf.json; `mix_values` ({"scalar_weights", "gamma"}) sets the
+  scalar mix (default: its initial values, equal weights and gamma 1). See
+  `export_saved_model` for the other arguments.
+  """
+  mode = _resolve_tokenization(config, options)
   info = {
       "format_version": FORMAT_VERSION,
       "tokenization": mode,
       "trained_tokenization": config.data.tokenization,
-      "checkpoint": os.path.basename(checkpoint),
+      "checkpoint": source,
       "trainable_biLM": bool(options.trainable_biLM),
       "l2_coef": float(options.l2_coef),
       "do_layer_norm": bool(options.do_layer_norm),
       "outputs": output_keys(backbone.n_layers),
       "projection_dim": backbone.projection_dim,
       "n_layers": backbone.n_layers,
+      "scoring": softmax is not None,
   }
   staging = tempfile.mkdtemp(prefix="elmo_tf_export_")
   try:
@@ -482,7 +447,9 @@ def export_saved_model(
       f.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
     module = ElmoModule(backbone, tokenizers_lib.get_tokenizer(mode), vocab,
-                        options=options, assets=assets)
+                        options=options, assets=assets, softmax=softmax)
+    for key, value in (mix_values or {}).items():
+      getattr(module, _MIX_WEIGHTS)[key].assign(value)
     # Written beside out_dir, then renamed: a failed export leaves any
     # previous SavedModel intact.
     partial = out_dir + ".partial"
@@ -495,11 +462,15 @@ def export_saved_model(
     tf.io.gfile.rename(partial, out_dir)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
-  logging.info("Exported %s (%s) to %s.", checkpoint, mode, out_dir)
+  logging.info("Exported %s (%s) to %s.", source or "the model", mode, out_dir)
   return out_dir
 
 
-# === Reading an export back (used by `ElmoEmbedding`) ===
+# === Reading an export back ===
+
+
+def is_saved_model(path: str) -> bool:
+  return tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))
 
 
 def read_export(path: str) -> tuple[config_lib.ExperimentConfig, dict]:
@@ -517,6 +488,68 @@ def read_export(path: str) -> tuple[config_lib.ExperimentConfig, dict]:
                      f"{FORMAT_VERSION}.")
   config = config_lib.ExperimentConfig.load(os.path.join(assets, CONFIG_ASSET))
   return config, info
+
+
+def load(path: str):
+  """(module, ExperimentConfig, tokenization) of a SavedModel written here or
+  of a training run directory (its latest checkpoint, built in memory).
+
+  Either way `module` has the same functions: `default(text)`,
+  `tokens(tokens, sequence_len)`, `__call__` and, when the model can score,
+  `log_probs(text)` (see the module docstring).
+  """
+  if is_saved_model(path):
+    config, info = read_export(path)
+    return tf.saved_model.load(path), config, info["tokenization"]
+  if tf.io.gfile.exists(checkpoints_lib.config_path(path)):
+    config, _ = checkpoints_lib.read_run(path)
+    return (build_module(path), config,
+            exported_tokenization(config.data.tokenization))
+  raise ValueError(f"{path} is neither a SavedModel written by elmo_tf "
+                   "(bin/export) nor a training run (bin/train --model_dir).")
+
+
+def resave(path: str, out_dir: str) -> str:
+  """Writes an elmo_tf SavedModel again with this version's module (e.g. its
+  core-op tokenizer and signatures), with the same weights and options:
+  the numbers stay the same. The softmax (and `log_probs`) is kept when the
+  SavedModel has it; older exports have none."""
+  config, info = read_export(path)
+  vocab = vocab_lib.Vocabulary.load(os.path.join(path, "assets", VOCAB_ASSET))
+  backbone = ElmoBackbone(config.model, name="backbone", dtype="float32")
+  backbone.build()
+  restore_weights(path, backbone)
+  softmax = None
+  if info.get("scoring"):
+    softmax = SampledSoftmax(config.model.vocab_size,
+                             config.model.n_negative_samples,
+                             training_softmax=config.model.training_softmax,
+                             name="softmax", dtype="float32")
+    softmax.build((None, config.model.lstm.projection_dim))
+    prefix = os.path.join(path, "variables", "variables")
+    with tf.init_scope():
+      tf.train.Checkpoint(**{
+          _SOFTMAX_WEIGHTS: checkpoints_lib.weights_by_path(softmax)}).read(
+              prefix).expect_partial().assert_existing_objects_matched()
+  options = config_lib.ExportConfig(
+      trainable_biLM=info["trainable_biLM"], l2_coef=info["l2_coef"],
+      do_layer_norm=info["do_layer_norm"], tokenization=info["tokenization"])
+  # The exported s_j and gamma, not a fresh mix: save_module builds the
+  # module, then they are copied in before saving.
+  mix_values = _read_mix(path)
+  return save_module(config, vocab, backbone, out_dir, options,
+                     softmax=softmax, source=info.get("checkpoint", ""),
+                     mix_values=mix_values)
+
+
+def _read_mix(path: str) -> dict[str, np.ndarray]:
+  prefix = os.path.join(path, "variables", "variables")
+  reader = tf.train.load_checkpoint(prefix)
+  values = {}
+  for key in ("scalar_weights", "gamma"):
+    values[key] = reader.get_tensor(
+        f"{_MIX_WEIGHTS}/{key}/.ATTRIBUTES/VARIABLE_VALUE")
+  return values
 
 
 def restore_weights(path: str, backbone: ElmoBackbone,

@@ -51,7 +51,7 @@ from typing import NamedTuple, Sequence
 from absl import logging
 import numpy as np
 
-from elmo_tf import corpora
+from elmo_tf import text_files
 
 # Sentences per call of the SavedModel.
 BATCH_SIZE = 32
@@ -150,7 +150,7 @@ def read_sentences(path: str) -> list[Sentence]:
   if not os.path.isfile(path):
     raise PolysemyError(f"{path}: no such file.")
   sentences = []
-  for raw in corpora.read_lines(path):
+  for raw in text_files.read_lines(path):
     if raw.text is None:
       raise PolysemyError(f"{raw.location}: {raw.error}.")
     if raw.text.strip():
@@ -174,7 +174,7 @@ def read_senses(path: str, sentences: Sequence[Sentence]) -> list[str]:
   if not os.path.isfile(path):
     raise PolysemyError(f"{path}: no such file.")
   labels = {}
-  for raw in corpora.read_lines(path):
+  for raw in text_files.read_lines(path):
     if raw.text is None:
       raise PolysemyError(f"{raw.location}: {raw.error}.")
     labels[raw.line_number] = raw.text.strip()

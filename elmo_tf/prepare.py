@@ -13,8 +13,8 @@ Everything is written into a temporary sibling directory that is renamed to
 `out_dir` at the end, so an interrupted run never leaves a half corpus.
 `elmo_tf.prepared_corpus` reads it back (`PreparedCorpus.load(out_dir)`;
 `PreparedCorpus` and `PreparedCorpusError` are also importable from here).
-`ensure_prepared` prepares a corpus into a cache directory on first use and
-reuses it afterwards.
+`ensure_prepared` / `prepare_cached` prepare a corpus into a cache directory
+on first use and reuse it afterwards.
 """
 
 import collections
@@ -351,23 +351,53 @@ def summary(prepared: prepared_lib.PreparedCorpus) -> str:
 
 
 def cache_directory_name(corpus: str, tokenization: str, min_count: int,
-                         max_vocab: int, on_bad_line: str) -> str:
+                         max_vocab: int, on_bad_line: str,
+                         lines_per_shard: int = _DEFAULTS.lines_per_shard
+                         ) -> str:
   """`<corpus name>-<tokenization>-<hash of content and settings>`."""
   source = corpora.resolve_corpus(corpus)
-  key = json.dumps([source.fingerprint(), tokenization, min_count, max_vocab,
-                    on_bad_line, prepared_lib.MANIFEST_FORMAT_VERSION])
+  settings = [source.fingerprint(), tokenization, min_count, max_vocab,
+              on_bad_line, prepared_lib.MANIFEST_FORMAT_VERSION]
+  if lines_per_shard != _DEFAULTS.lines_per_shard:
+    # Only when set, so caches prepared before it counted stay valid.
+    settings.append(lines_per_shard)
+  key = json.dumps(settings)
   digest = hashlib.sha1(key.encode()).hexdigest()[:10]
   return f"{source.name}-{tokenization}-{digest}"
 
 
-def ensure_prepared(corpus: str,
-                    tokenization: Optional[str],
-                    cache_root: str,
-                    min_count: int = _DEFAULTS.min_count,
-                    max_vocab: int = _DEFAULTS.max_vocab,
-                    on_bad_line: str = _DEFAULTS.on_bad_line,
-                    lines_per_shard: int = _DEFAULTS.lines_per_shard
+def default_cache_root() -> str:
+  """Where corpus specifications are prepared: $ELMO_TF_CACHE, else
+  ~/.cache/elmo_tf/corpora."""
+  return os.environ.get(
+      "ELMO_TF_CACHE",
+      os.path.join(os.path.expanduser("~"), ".cache", "elmo_tf", "corpora"))
+
+
+def ensure_prepared(data_config: config_lib.DataConfig,
+                    cache_root: Optional[str] = None
                     ) -> prepared_lib.PreparedCorpus:
+  """The prepared corpus of a `DataConfig`, prepared on first use.
+
+  Its `corpus`, `tokenization`, `min_count`, `max_vocab`, `on_bad_line` and
+  `lines_per_shard` are used (see `prepare_cached`); `cache_root` defaults
+  to `default_cache_root()`.
+  """
+  return prepare_cached(
+      data_config.corpus, data_config.tokenization,
+      cache_root or default_cache_root(), min_count=data_config.min_count,
+      max_vocab=data_config.max_vocab, on_bad_line=data_config.on_bad_line,
+      lines_per_shard=data_config.lines_per_shard)
+
+
+def prepare_cached(corpus: str,
+                   tokenization: Optional[str],
+                   cache_root: str,
+                   min_count: int = _DEFAULTS.min_count,
+                   max_vocab: int = _DEFAULTS.max_vocab,
+                   on_bad_line: str = _DEFAULTS.on_bad_line,
+                   lines_per_shard: int = _DEFAULTS.lines_per_shard
+                   ) -> prepared_lib.PreparedCorpus:
   """Returns a prepared corpus for `corpus`, preparing it on first use.
 
   Args:
@@ -409,7 +439,7 @@ def ensure_prepared(corpus: str,
   _check_arguments(tokenization, min_count, max_vocab, on_bad_line,
                    lines_per_shard)
   name = cache_directory_name(corpus, tokenization, min_count, max_vocab,
-                              on_bad_line)
+                              on_bad_line, lines_per_shard)
   out_dir = os.path.join(os.path.expanduser(cache_root), name)
   if os.path.exists(os.path.join(out_dir, prepared_lib.MANIFEST)):
     logging.info("Reusing prepared corpus %s.", out_dir)

@@ -1,15 +1,11 @@
-"""Pretraining loop for the biLM: checkpoints, summaries, evaluation.
+"""The pretraining loop of the biLM.
 
 `train(config, model_dir)` is the one entry point used by `bin/train`; it
-prepares the corpus on first use, builds the model under the requested
-distribution strategy, restores the latest checkpoint (so re-running the same
-command resumes at the same step and data position) and trains.
-
-Layout of `model_dir`:
-  config.json        the full ExperimentConfig (vocab_size filled in)
-  vocab.txt          the vocabulary the model was trained with
-  ckpt-N.*           tf.train.Checkpoint: model and optimizer variables, step
-  train/, validation/  TensorBoard event files
+prepares the corpus on first use (`elmo_tf.prepare`), builds the model under
+the requested distribution strategy (`elmo_tf.distribution`), restores the
+latest checkpoint (so re-running the same command resumes at the same step
+and data position) and trains, validating with `elmo_tf.evaluation`.
+The layout of `model_dir` and the checkpoints are `elmo_tf.checkpoints`'.
 """
 
 import dataclasses
@@ -23,288 +19,38 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from elmo_tf import checkpoints as checkpoints_lib
 from elmo_tf import config as config_lib
 from elmo_tf import data as data_lib
+from elmo_tf import distribution as distribution_lib
+from elmo_tf import evaluation as evaluation_lib
 from elmo_tf import prepare as prepare_lib
-from elmo_tf import vocab as vocab_lib
 from elmo_tf.layers import sampled_softmax as sampled_softmax_lib
-from elmo_tf.models import bilm as bilm_lib
 
-CONFIG_FILENAME = "config.json"
-VOCAB_FILENAME = "vocab.txt"
-
-
-class TrainingError(RuntimeError):
-  """Training cannot go on (non-finite loss, incompatible resume...)."""
-
-
-# ---------------------------------------------------------------------------
-# Set-up helpers.
-
-
-def make_strategy(distribution: str) -> tf.distribute.Strategy:
-  """Returns the tf.distribute strategy named by `TrainConfig.distribution`."""
-  if distribution == "default":
-    return tf.distribute.get_strategy()
-  if distribution == "mirrored":
-    return tf.distribute.MirroredStrategy()
-  if distribution == "multi_worker":
-    if "TF_CONFIG" not in os.environ:
-      raise TrainingError(
-          "distribution=multi_worker needs the TF_CONFIG environment variable "
-          "describing the cluster and this worker's task.")
-    return tf.distribute.MultiWorkerMirroredStrategy()
-  raise ValueError(f"Unknown distribution {distribution!r}; choose default, "
-                   "mirrored or multi_worker.")
-
-
-def set_precision(mixed_precision: str) -> None:
-  if mixed_precision not in ("float32", "mixed_bfloat16"):
-    raise ValueError(f"Unknown mixed_precision {mixed_precision!r}; choose "
-                     "float32 or mixed_bfloat16.")
-  keras.mixed_precision.set_global_policy(mixed_precision)
-
-
-def _is_chief(strategy: tf.distribute.Strategy) -> bool:
-  resolver = getattr(strategy, "cluster_resolver", None)
-  if resolver is None or not resolver.task_type:
-    return True
-  return resolver.task_type == "chief" or (
-      resolver.task_type == "worker" and resolver.task_id == 0)
-
-
-def _write_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
-  """Non-chief workers write checkpoints to a private temporary directory."""
-  if _is_chief(strategy):
-    return model_dir
-  resolver = strategy.cluster_resolver
-  return os.path.join(model_dir, "workers",
-                      f"{resolver.task_type}_{resolver.task_id}")
-
-
-def check_or_write_model_dir(config: config_lib.ExperimentConfig,
-                             model_dir: str,
-                             vocab: vocab_lib.Vocabulary) -> None:
-  """Writes config.json and vocab.txt, or checks a resumed run matches them.
-
-  Resuming with another vocabulary or another model config is an error that
-  says what differs, rather than a shape mismatch deep inside restore.
-  """
-  tf.io.gfile.makedirs(model_dir)
-  config_path = os.path.join(model_dir, CONFIG_FILENAME)
-  vocab_path = os.path.join(model_dir, VOCAB_FILENAME)
-  if tf.io.gfile.exists(vocab_path):
-    saved = vocab_lib.Vocabulary.load(vocab_path)
-    if saved.tokens != vocab.tokens:
-      raise TrainingError(
-          f"{model_dir} holds a model trained with another vocabulary "
-          f"({saved.size} tokens in {vocab_path}, this corpus gives "
-          f"{vocab.size}). Use a new --model_dir, or the corpus and "
-          "vocabulary options of the original run.")
-  if tf.io.gfile.exists(config_path):
-    saved_config = config_lib.ExperimentConfig.load(config_path)
-    if saved_config.model != config.model:
-      old = saved_config.model.to_dict()
-      new = config.model.to_dict()
-      diffs = _dict_diff(old, new)
-      raise TrainingError(
-          f"{model_dir} holds a checkpoint of a different model; differing "
-          f"model settings (saved -> requested): {diffs}. Use a new "
-          "--model_dir or the original settings.")
-  config.save(config_path)
-  if not tf.io.gfile.exists(vocab_path):
-    vocab.save(vocab_path)
-
-
-def _dict_diff(old: dict, new: dict, prefix: str = "") -> dict[str, Any]:
-  diffs = {}
-  for key in sorted(set(old) | set(new)):
-    a, b = old.get(key), new.get(key)
-    if isinstance(a, dict) and isinstance(b, dict):
-      diffs.update(_dict_diff(a, b, prefix + key + "."))
-    elif a != b:
-      diffs[prefix + key] = (a, b)
-  return diffs
-
-
-def build_model(model_config: config_lib.ModelConfig) -> bilm_lib.BidirectionalLM:
-  """Builds the biLM and creates its variables with a one-token batch."""
-  model = bilm_lib.BidirectionalLM(model_config)
-  max_chars = model_config.char_cnn.max_characters_per_token
-  dummy = {
-      "token_ids": tf.ones((1, 2), tf.int32),
-      "char_ids": tf.ones((1, 2, max_chars), tf.int32),
-      "mask": tf.ones((1, 2), tf.bool),
-      "forward_targets": tf.ones((1, 2), tf.int32),
-      "backward_targets": tf.ones((1, 2), tf.int32),
-  }
-  model(dummy, training=False)
-  return model
-
-
-def variables_by_path(obj) -> dict[str, tf.Variable]:
-  """{path inside obj: variable} for a Keras model or optimizer.
-
-  Checkpoints are keyed by these fixed paths (every layer has an explicit
-  name), not by Python attribute structure: Keras 3 keeps sub-layers held in
-  lists out of TensorFlow's object graph, so `tf.train.Checkpoint(model=m)`
-  would silently skip them.
-  """
-  result = {}
-  for variable in obj.variables:
-    if variable.path.endswith("seed_generator_state"):
-      # Dropout RNG states carry process-dependent auto names; they are not
-      # checkpointed (a resumed run draws other dropout masks; runs without
-      # dropout resume bit-exactly).
-      continue
-    # Drop the object's own name ("adagrad_3/..." when several optimizers
-    # were made in one process).
-    key = variable.path.split("/", 1)[-1]
-    if key in result:
-      raise ValueError(f"Two variables share the path {variable.path!r}.")
-    result[key] = variable
-  return result
-
-
-def model_checkpoint(model, **extra) -> tf.train.Checkpoint:
-  """A checkpoint of the model's variables (plus `extra` trackables)."""
-  return tf.train.Checkpoint(model_variables=variables_by_path(model), **extra)
-
-
-# ---------------------------------------------------------------------------
-# Evaluation.
-
-
-def evaluate_model(model: bilm_lib.BidirectionalLM,
-                   dataset: tf.data.Dataset,
-                   batching: str,
-                   max_batches: int = 0) -> dict[str, float]:
-  """Held-out perplexity with the full softmax.
-
-  In `stream` mode the LSTM states are carried from batch to batch, as in
-  the standard PTB evaluation; in `sentences` mode every sentence starts
-  from a zero state.
-
-  Returns: dict with forward/backward/average loss and perplexity and the
-  number of target tokens per direction.
-  """
-
-  @tf.function(reduce_retracing=True)
-  def eval_step(batch):
-    outputs = model(batch, training=False)
-    return (outputs["forward_loss"] * outputs["forward_tokens"],
-            outputs["backward_loss"] * outputs["backward_tokens"],
-            outputs["forward_tokens"], outputs["backward_tokens"],
-            outputs["forward_state"], outputs["backward_state"])
-
-  totals = np.zeros(4, np.float64)
-  state = None
-  for i, batch in enumerate(dataset):
-    if max_batches and i >= max_batches:
-      break
-    if batching == "stream":
-      if state is None:
-        batch_size = int(batch["token_ids"].shape[0])
-        state = model.backbone.initial_state(batch_size)
-      batch = dict(batch, forward_state=state[0], backward_state=state[1])
-    f_sum, b_sum, f_n, b_n, f_state, b_state = eval_step(batch)
-    if batching == "stream":
-      state = (f_state, b_state)
-    totals += [float(f_sum), float(b_sum), float(f_n), float(b_n)]
-  if totals[2] == 0 or totals[3] == 0:
-    raise TrainingError("Evaluation data has no target tokens.")
-  forward_loss = totals[0] / totals[2]
-  backward_loss = totals[1] / totals[3]
-  average_loss = 0.5 * (forward_loss + backward_loss)
-  return {
-      "forward_loss": forward_loss,
-      "backward_loss": backward_loss,
-      "average_loss": average_loss,
-      "forward_perplexity": math.exp(forward_loss),
-      "backward_perplexity": math.exp(backward_loss),
-      "average_perplexity": math.exp(average_loss),
-      "forward_tokens": int(totals[2]),
-      "backward_tokens": int(totals[3]),
-  }
-
-
-def load_trained_model(model_dir: str):
-  """Loads config, vocabulary and the latest checkpoint's weights."""
-  config_path = os.path.join(model_dir, CONFIG_FILENAME)
-  if not tf.io.gfile.exists(config_path):
-    raise TrainingError(f"No {CONFIG_FILENAME} in {model_dir}: is this a "
-                        "directory written by bin/train?")
-  config = config_lib.ExperimentConfig.load(config_path)
-  vocab = vocab_lib.Vocabulary.load(os.path.join(model_dir, VOCAB_FILENAME))
-  latest = tf.train.latest_checkpoint(model_dir)
-  if latest is None:
-    raise TrainingError(f"No checkpoint in {model_dir}.")
-  set_precision(config.train.mixed_precision)
-  model = build_model(config.model)
-  # Optimizer slots, step and data position are in the checkpoint too and
-  # are not needed here; every model variable must be restored.
-  status = model_checkpoint(model).read(latest)
-  status.expect_partial().assert_existing_objects_matched()
-  return config, vocab, model, latest
-
-
-def evaluate(model_dir: str, corpus: str | None = None, split: str = "test",
-             batching: str | None = None, batch_size: int | None = None,
-             cache_root: str | None = None,
-             max_batches: int = 0) -> dict[str, Any]:
-  """Evaluates the latest checkpoint in `model_dir` on `split` of `corpus`."""
-  config, vocab, model, checkpoint = load_trained_model(model_dir)
-  data_config = config.data
-  if corpus:
-    data_config = data_config.replace(corpus=corpus)
-  if batching:
-    data_config = data_config.replace(batching=batching)
-  if batch_size:
-    data_config = data_config.replace(batch_size=batch_size)
-  prepared = prepare_lib.ensure_prepared(
-      data_config.corpus, data_config.tokenization,
-      cache_root or default_cache_root(), min_count=data_config.min_count,
-      max_vocab=data_config.max_vocab, on_bad_line=data_config.on_bad_line)
-  # Always evaluate with the model's own vocabulary: held-out words that
-  # are not in it become <UNK>, exactly as at training time.
-  prepared = prepared.with_vocab(vocab)
-  dataset = data_lib.make_dataset(prepared, split, data_config,
-                                  shuffle=False, seed=config.train.seed)
-  results = evaluate_model(model, dataset, data_config.batching,
-                           max_batches=max_batches)
-  results.update(checkpoint=checkpoint, split=split,
-                 corpus=data_config.corpus, batching=data_config.batching)
-  return results
-
-
-def default_cache_root() -> str:
-  return os.environ.get(
-      "ELMO_TF_CACHE",
-      os.path.join(os.path.expanduser("~"), ".cache", "elmo_tf", "corpora"))
-
-
-# ---------------------------------------------------------------------------
-# Training.
+# Kept importable from here, where it used to live.
+TrainingError = checkpoints_lib.TrainingError
 
 
 class Trainer:
   """Owns the model, optimizer, data iterator and checkpoint of one run.
 
+  Args:
+    config: the run's `ExperimentConfig`.
+    model_dir: the run directory (`elmo_tf.checkpoints`).
+    prepared: the prepared corpus of `config.data`
+      (`prepare.ensure_prepared`); `make_trainer` prepares it.
+
   Example:
     config = ExperimentConfig(model=preset("tiny"), ...)
-    Trainer(config, "/tmp/run").train()
+    make_trainer(config, "/tmp/run").train()
   """
 
   def __init__(self, config: config_lib.ExperimentConfig, model_dir: str,
-               cache_root: str | None = None):
+               prepared: prepare_lib.PreparedCorpus):
     self.config = config
     self.model_dir = model_dir
-    self.strategy = make_strategy(config.train.distribution)
-    self.prepared = prepare_lib.ensure_prepared(
-        config.data.corpus, config.data.tokenization,
-        cache_root or default_cache_root(),
-        min_count=config.data.min_count, max_vocab=config.data.max_vocab,
-        on_bad_line=config.data.on_bad_line)
+    self.strategy = distribution_lib.make_strategy(config.train.distribution)
+    self.prepared = prepared
     vocab = self.prepared.vocab
     if (config.model.training_softmax == "sampled"
         and config.model.n_negative_samples >= vocab.size):
@@ -315,14 +61,14 @@ class Trainer:
           "(--training_softmax=full).")
     self.config = config = dataclasses.replace(
         config, model=config.model.replace(vocab_size=vocab.size))
-    self.is_chief = _is_chief(self.strategy)
-    self.write_dir = _write_dir(model_dir, self.strategy)
-    check_or_write_model_dir(config, self.write_dir, vocab)
+    self.is_chief = distribution_lib.is_chief(self.strategy)
+    self.write_dir = distribution_lib.write_dir(model_dir, self.strategy)
+    checkpoints_lib.check_or_write_model_dir(config, self.write_dir, vocab)
 
-    set_precision(config.train.mixed_precision)
+    checkpoints_lib.set_precision(config.train.mixed_precision)
     keras.utils.set_random_seed(config.train.seed)
     with self.strategy.scope():
-      self.model = build_model(config.model)
+      self.model = checkpoints_lib.build_model(config.model)
       self.optimizer = self._make_optimizer()
       self.optimizer.build(self.model.trainable_variables)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -334,8 +80,9 @@ class Trainer:
     # None: the constant rate the optimizer was built with.
     self._learning_rate_schedule = self._make_learning_rate_schedule()
     self._global_batch_size = config.data.batch_size
-    self.checkpoint = model_checkpoint(
-        self.model, optimizer_variables=variables_by_path(self.optimizer),
+    self.checkpoint = checkpoints_lib.model_checkpoint(
+        self.model,
+        optimizer_variables=checkpoints_lib.weights_by_path(self.optimizer),
         step=self.step)
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, self.write_dir,
@@ -403,7 +150,7 @@ class Trainer:
           power=1.0)
     raise ValueError(
         f"Unknown learning_rate_schedule {train.learning_rate_schedule!r}; "
-        "choose constant, cosine or linear.")
+        f"choose one of {list(config_lib.LEARNING_RATE_SCHEDULES)}.")
 
   def _make_optimizer(self) -> keras.optimizers.Optimizer:
     train = self.config.train
@@ -416,8 +163,8 @@ class Trainer:
       return keras.optimizers.Adam(learning_rate=train.learning_rate)
     if train.optimizer == "sgd":
       return keras.optimizers.SGD(learning_rate=train.learning_rate)
-    raise ValueError(f"Unknown optimizer {train.optimizer!r}; choose adagrad, "
-                     "adam or sgd.")
+    raise ValueError(f"Unknown optimizer {train.optimizer!r}; choose one of "
+                     f"{list(config_lib.OPTIMIZERS)}.")
 
   def _dataset_fn(self, input_context: tf.distribute.InputContext):
     return data_lib.make_dataset(
@@ -569,9 +316,9 @@ class Trainer:
     """Trains until `total_steps`; returns the last validation metrics."""
     config = self.config.train
     train_writer = tf.summary.create_file_writer(
-        os.path.join(self.write_dir, "train"))
+        os.path.join(self.write_dir, checkpoints_lib.TRAIN_LOGDIR))
     valid_writer = tf.summary.create_file_writer(
-        os.path.join(self.write_dir, "validation"))
+        os.path.join(self.write_dir, checkpoints_lib.VALIDATION_LOGDIR))
     start_step = self.current_step
     if start_step >= self.total_steps:
       logging.info("Already trained for %d steps (target %d).", start_step,
@@ -597,16 +344,16 @@ class Trainer:
         tokens_per_sec = window_tokens / max(elapsed, 1e-9)
         with train_writer.as_default(step=step):
           tf.summary.scalar("loss", means[0])
-          tf.summary.scalar("forward_perplexity", math.exp(means[1]))
-          tf.summary.scalar("backward_perplexity", math.exp(means[2]))
-          tf.summary.scalar("average_perplexity", math.exp(means[0]))
+          tf.summary.scalar("forward_perplexity", _perplexity(means[1]))
+          tf.summary.scalar("backward_perplexity", _perplexity(means[2]))
+          tf.summary.scalar("average_perplexity", _perplexity(means[0]))
           tf.summary.scalar("gradient_norm", means[3])
           tf.summary.scalar("learning_rate", float(
               keras.ops.convert_to_numpy(self.optimizer.learning_rate)))
           tf.summary.scalar("tokens_per_sec", tokens_per_sec)
         train_writer.flush()
         progbar.update(step, values=[("loss", means[0]),
-                                     ("ppl", math.exp(means[0])),
+                                     ("ppl", _perplexity(means[0])),
                                      ("tok/s", tokens_per_sec)])
         window_tokens, window_losses = 0.0, []
         window_start = time.perf_counter()
@@ -616,7 +363,8 @@ class Trainer:
         last_valid = self._validate(valid_writer, step)
         window_start = time.perf_counter()
     if self.manager.latest_checkpoint is None or (
-        self.current_step != _checkpoint_step(self.manager.latest_checkpoint)):
+        self.current_step != checkpoints_lib.checkpoint_step(
+            self.manager.latest_checkpoint)):
       self.manager.save(checkpoint_number=self.current_step)
     if not last_valid or last_valid.get("step") != self.current_step:
       last_valid = self._validate(valid_writer, self.current_step)
@@ -628,8 +376,9 @@ class Trainer:
     dataset = data_lib.make_dataset(
         self.prepared, "valid", self.config.data, shuffle=False,
         seed=self.config.train.seed)
-    results = evaluate_model(self.model, dataset, self.config.data.batching,
-                             max_batches=self.config.train.eval_max_batches)
+    results = evaluation_lib.evaluate_model(
+        self.model, dataset, self.config.data.batching,
+        max_batches=self.config.train.eval_max_batches)
     with writer.as_default(step=step):
       tf.summary.scalar("loss", results["average_loss"])
       for name in ("forward", "backward", "average"):
@@ -654,11 +403,18 @@ def _zero_unless(condition, gradient):
   return tf.where(condition, gradient, tf.zeros_like(gradient))
 
 
-def _checkpoint_step(path: str) -> int:
-  return int(path.rsplit("-", 1)[-1])
+_perplexity = evaluation_lib.perplexity
+
+
+def make_trainer(config: config_lib.ExperimentConfig, model_dir: str,
+                 cache_root: str | None = None) -> Trainer:
+  """Prepares the corpus of `config.data` (under `cache_root`, default
+  `prepare.default_cache_root()`) and builds the `Trainer` of the run."""
+  prepared = prepare_lib.ensure_prepared(config.data, cache_root)
+  return Trainer(config, model_dir, prepared)
 
 
 def train(config: config_lib.ExperimentConfig, model_dir: str,
           cache_root: str | None = None) -> dict[str, Any]:
   """Trains (or resumes) the run in `model_dir`; returns validation metrics."""
-  return Trainer(config, model_dir, cache_root=cache_root).train()
+  return make_trainer(config, model_dir, cache_root=cache_root).train()

@@ -29,5 +29,41 @@ class BinFlagsTest(unittest.TestCase):
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
 
 
+  def test_train_shortcut_defaults_come_from_the_config(self):
+    # No default is written twice: every shortcut flag of bin/train is None
+    # (its help says "default: from the preset"), --preset defaults to
+    # config.DEFAULT_PRESET, and choices come from config.py's lists.
+    code = """
+import sys
+from absl import flags
+import bin.train as train
+from elmo_tf import config
+FLAGS = flags.FLAGS
+bad = []
+for name, (path, *_) in train._SHORTCUTS.items():
+  flag = FLAGS[name]
+  if flag.default is not None or train.FROM_PRESET not in flag.help:
+    bad.append(name)
+if FLAGS["preset"].default != config.DEFAULT_PRESET:
+  bad.append("preset")
+if list(FLAGS["tokenization"].parser.enum_values) != list(config.TOKENIZATIONS):
+  bad.append("tokenization choices")
+print(bad)
+sys.exit(1 if bad else 0)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT,
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES=""), capture_output=True,
+        text=True, timeout=240, check=False)
+    self.assertEqual(result.returncode, 0, result.stdout + result.stderr[-3000:])
+    helped = subprocess.run(
+        [sys.executable, "-m", "bin.train", "--help"], cwd=REPO_ROOT,
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES=""), capture_output=True,
+        text=True, timeout=240, check=False)
+    self.assertIn("--batch_size", helped.stdout)
+    self.assertIn("default: from the preset", helped.stdout)
+    self.assertNotIn("(default: '4096')", helped.stdout)
+
+
 if __name__ == "__main__":
   unittest.main()

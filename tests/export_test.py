@@ -17,10 +17,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from elmo_tf import checkpoints as checkpoints_lib
 from elmo_tf import config as config_lib
 from elmo_tf import export as export_lib
 from elmo_tf import tokenizers as tokenizers_lib
-from elmo_tf import trainer as trainer_lib
 from elmo_tf import vocab as vocab_lib
 from elmo_tf.models import backbone as backbone_lib
 from tests import export_testutil
@@ -52,7 +52,7 @@ class ExportTest(tf.test.TestCase):
     cls.export_dir = export_lib.export_saved_model(
         cls.model_dir, os.path.join(cls.tmp, "export", "elmo"))
     cls.loaded = tf.saved_model.load(cls.export_dir)
-    _, _, bilm, _ = trainer_lib.load_trained_model(cls.model_dir)
+    _, _, bilm, _ = checkpoints_lib.load_trained_model(cls.model_dir)
     cls.backbone = bilm.backbone  # The live network, as trained.
     cls.p = cls.backbone.projection_dim
 
@@ -112,7 +112,8 @@ class ExportTest(tf.test.TestCase):
   # --- Structure ---
 
   def test_signatures_assets_and_reusable_api(self):
-    self.assertCountEqual(self.loaded.signatures, ["default", "tokens"])
+    self.assertCountEqual(self.loaded.signatures,
+                          ["default", "tokens", "log_probs"])
     default_inputs = self.loaded.signatures[
         "default"].structured_input_signature[1]
     self.assertEqual(list(default_inputs), ["text"])
@@ -164,19 +165,37 @@ class ExportTest(tf.test.TestCase):
   def test_default_tokens_and_call_agree(self):
     sentences = export_testutil.SENTENCES + [""]
     token_lists = [s.split() for s in sentences]
-    by_text = self.default(sentences)
-    # Extra padding columns beyond the longest sentence change nothing but
-    # are not part of the output (time = longest sentence).
+    by_text = self.default(sentences)  # Time = the longest sentence.
+    longest = by_text["mask"].shape[1]
+    # Token inputs give outputs as wide as the input, as TF-Hub's ELMo:
+    # the extra columns are zeros (False in the mask).
     by_tokens = self.tokens(token_lists, max_len=15)
     called = _numpy(self.loaded(tf.constant(sentences)))
     tokens, lengths = _pad(token_lists, max_len=12)
     called_tokens = _numpy(self.loaded(
         {"tokens": tokens, "sequence_len": lengths}, training=True))
-    for other in (by_tokens, called, called_tokens):
+    for other, width in ((by_tokens, 15), (called, longest),
+                         (called_tokens, 12)):
       self.assertCountEqual(other, by_text)
       for key in by_text:
-        self.assertEqual(other[key].shape, by_text[key].shape, key)
-        self.assertAllClose(other[key], by_text[key], atol=ATOL, msg=key)
+        value = other[key]
+        if key not in ("default", "sequence_len"):
+          self.assertEqual(value.shape[1], width, key)
+          self.assertFalse(np.any(value[:, longest:]), key)
+          value = value[:, :longest]
+        self.assertEqual(value.shape, by_text[key].shape, key)
+        self.assertAllClose(value, by_text[key], atol=ATOL, msg=key)
+
+  def test_tokens_signature_is_as_wide_as_its_input(self):
+    # TF-Hub's ELMo: fixed-length taggers (Input(shape=(max_len,))) rely on
+    # outputs max_len wide, zeros past sequence_len.
+    out = self.tokens([["the", "cat"], ["a"]], max_len=3)
+    for key in ("word_emb", "lstm_outputs1", "elmo", "mask"):
+      self.assertEqual(out[key].shape[:2], (2, 3), key)
+    self.assertFalse(np.any(out["elmo"][0, 2:]))
+    self.assertFalse(np.any(out["elmo"][1, 1:]))
+    self.assertEqual(out["mask"].tolist(),
+                     [[True, True, False], [True, False, False]])
 
   def test_same_sentence_same_vectors_in_any_batch_and_padding(self):
     sentence = export_testutil.SENTENCES[0]
@@ -333,7 +352,7 @@ class ExportTest(tf.test.TestCase):
     for key in FLOAT_KEYS:
       self.assertAllClose(outputs[key], by_tokens[key], atol=ATOL, msg=key)
     # The live network, rebuilt in float32 with the run's weights.
-    _, vocab, bilm, _ = trainer_lib.load_trained_model(run_dir)
+    _, vocab, bilm, _ = checkpoints_lib.load_trained_model(run_dir)
     keras.mixed_precision.set_global_policy("float32")  # load_... sets bf16.
     live = backbone_lib.ElmoBackbone(bilm.model_config, dtype="float32")
     live.build()

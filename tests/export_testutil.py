@@ -25,7 +25,7 @@ def prepare_toy_corpus(directory: str) -> tuple[str, str]:
   paths = toy_corpus.write_corpus(os.path.join(directory, "text"),
                                   n_train=200, n_heldout=20)
   cache = os.path.join(directory, "cache")
-  corpus = prepare_lib.ensure_prepared(paths["spec"], "whitespace",
+  corpus = prepare_lib.prepare_cached(paths["spec"], "whitespace",
                                        cache).directory
   return corpus, cache
 

@@ -41,7 +41,7 @@ class MultiWorkerTest(unittest.TestCase):
     paths = toy_corpus.write_corpus(os.path.join(tmp, "text"), n_train=300)
     cache = os.path.join(tmp, "cache")
     # Prepared once up front so the workers do not race to prepare it.
-    corpus = prepare_lib.ensure_prepared(paths["spec"], "whitespace",
+    corpus = prepare_lib.prepare_cached(paths["spec"], "whitespace",
                                          cache).directory
     model_dir = os.path.join(tmp, "run")
     ports = _free_ports(2)

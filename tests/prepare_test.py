@@ -198,25 +198,25 @@ class PrepareTest(unittest.TestCase):
                                 "splits"):
       prepared_corpus.PreparedCorpus.load(out)
 
-  def test_ensure_prepared_caches_and_checks_tokenization(self):
+  def test_prepare_cached_caches_and_checks_tokenization(self):
     cache = os.path.join(self.tmp, "cache")
-    first = prepare.ensure_prepared(self.spec, None, cache)
+    first = prepare.prepare_cached(self.spec, None, cache)
     self.assertTrue(first.directory.startswith(cache))
     self.assertEqual(first.tokenization, "whitespace")
     with mock.patch.object(prepare, "prepare_corpus") as prepare_corpus:
-      again = prepare.ensure_prepared(self.spec, "whitespace", cache)
+      again = prepare.prepare_cached(self.spec, "whitespace", cache)
       prepare_corpus.assert_not_called()
     self.assertEqual(again.directory, first.directory)
     # Other settings give another cache entry.
-    other = prepare.ensure_prepared(self.spec, "whitespace", cache,
+    other = prepare.prepare_cached(self.spec, "whitespace", cache,
                                     min_count=2)
     self.assertNotEqual(other.directory, first.directory)
     # A prepared directory is used as is.
-    direct = prepare.ensure_prepared(first.directory, None, "/nonexistent")
+    direct = prepare.prepare_cached(first.directory, None, "/nonexistent")
     self.assertEqual(direct.directory, first.directory)
     with self.assertRaisesRegex(prepare.PreparedCorpusError,
                                 "tokenized with 'whitespace'"):
-      prepare.ensure_prepared(first.directory, "chinese_chars", cache)
+      prepare.prepare_cached(first.directory, "chinese_chars", cache)
 
 
 class PrepareCorpusProgramTest(unittest.TestCase):

@@ -8,7 +8,9 @@ import unittest
 import numpy as np
 import tensorflow as tf
 
+from elmo_tf import checkpoints as checkpoints_lib
 from elmo_tf import config as config_lib
+from elmo_tf import evaluation as evaluation_lib
 from elmo_tf import prepare as prepare_lib
 from elmo_tf import trainer as trainer_lib
 from tests import toy_corpus
@@ -40,7 +42,7 @@ class TrainerTest(unittest.TestCase):
     cls.entropy = toy_corpus.unigram_entropy(paths["test"])
     cls.cache = os.path.join(cls.tmp, "cache")
     # Prepare once; every run below reads the prepared directory.
-    cls.corpus = prepare_lib.ensure_prepared(
+    cls.corpus = prepare_lib.prepare_cached(
         paths["spec"], "whitespace", cls.cache).directory
 
   def test_tiny_run_beats_unigram_entropy_and_writes_everything(self):
@@ -48,7 +50,7 @@ class TrainerTest(unittest.TestCase):
     config = tiny_config(self.corpus, max_steps=300, log_every_steps=50,
                          checkpoint_every_steps=100, learning_rate=0.5)
     trainer_lib.train(config, model_dir, cache_root=self.cache)
-    results = trainer_lib.evaluate(model_dir, split="test",
+    results = evaluation_lib.evaluate(model_dir, split="test",
                                    cache_root=self.cache)
     self.assertLess(results["forward_loss"], self.entropy)
     self.assertLess(results["backward_loss"], self.entropy)
@@ -61,7 +63,7 @@ class TrainerTest(unittest.TestCase):
     self.assertTrue(
         glob.glob(os.path.join(model_dir, "validation", "events.*")))
     # Stream-mode evaluation runs too and gives a finite perplexity.
-    stream = trainer_lib.evaluate(model_dir, split="test", batching="stream",
+    stream = evaluation_lib.evaluate(model_dir, split="test", batching="stream",
                                   batch_size=4, cache_root=self.cache)
     self.assertTrue(np.isfinite(stream["average_perplexity"]))
 
@@ -72,12 +74,12 @@ class TrainerTest(unittest.TestCase):
     split_dir = os.path.join(self.tmp, "split")
     trainer_lib.train(tiny_config(self.corpus, max_steps=20), split_dir,
                       cache_root=self.cache)
-    resumed = trainer_lib.Trainer(tiny_config(self.corpus, max_steps=40),
+    resumed = trainer_lib.make_trainer(tiny_config(self.corpus, max_steps=40),
                                   split_dir, cache_root=self.cache)
     self.assertEqual(resumed.current_step, 20)
     resumed.train()
     self.assertEqual(resumed.current_step, 40)
-    _, _, whole_model, _ = trainer_lib.load_trained_model(whole_dir)
+    _, _, whole_model, _ = checkpoints_lib.load_trained_model(whole_dir)
     whole = _weights(whole_model)
     split = _weights(resumed.model)
     self.assertEqual(sorted(whole), sorted(split))
@@ -91,7 +93,7 @@ class TrainerTest(unittest.TestCase):
     model_dir = os.path.join(self.tmp, "new_rate")
     trainer_lib.train(tiny_config(self.corpus, max_steps=4), model_dir,
                       cache_root=self.cache)
-    resumed = trainer_lib.Trainer(
+    resumed = trainer_lib.make_trainer(
         tiny_config(self.corpus, max_steps=8, learning_rate=0.05), model_dir,
         cache_root=self.cache)
     self.assertEqual(resumed.current_step, 4)
@@ -103,7 +105,7 @@ class TrainerTest(unittest.TestCase):
                          learning_rate=0.01, learning_rate_schedule="cosine",
                          final_learning_rate_fraction=0.1)
     whole_dir = os.path.join(self.tmp, "cosine_whole")
-    whole = trainer_lib.Trainer(config, whole_dir, cache_root=self.cache)
+    whole = trainer_lib.make_trainer(config, whole_dir, cache_root=self.cache)
     self.assertAlmostEqual(whole.learning_rate_at(0), 0.01)
     self.assertAlmostEqual(whole.learning_rate_at(20), 0.0055, places=6)
     self.assertAlmostEqual(whole.learning_rate_at(40), 0.001, places=6)
@@ -113,11 +115,11 @@ class TrainerTest(unittest.TestCase):
                            whole.learning_rate_at(39), places=6)
     # Stopped after 20 of 40 steps (the schedule spans 40), then resumed.
     split_dir = os.path.join(self.tmp, "cosine_split")
-    first = trainer_lib.Trainer(config, split_dir, cache_root=self.cache)
+    first = trainer_lib.make_trainer(config, split_dir, cache_root=self.cache)
     for _ in range(20):
       first.train_step()
     first.manager.save(checkpoint_number=20)
-    resumed = trainer_lib.Trainer(config, split_dir, cache_root=self.cache)
+    resumed = trainer_lib.make_trainer(config, split_dir, cache_root=self.cache)
     self.assertEqual(resumed.current_step, 20)
     resumed.train()
     whole_weights = _weights(whole.model)
@@ -125,7 +127,7 @@ class TrainerTest(unittest.TestCase):
     for name in whole_weights:
       np.testing.assert_allclose(split_weights[name], whole_weights[name],
                                  atol=1e-6, err_msg=name)
-    linear = trainer_lib.Trainer(
+    linear = trainer_lib.make_trainer(
         config.replace(train=config.train.replace(
             learning_rate_schedule="linear")),
         os.path.join(self.tmp, "linear"), cache_root=self.cache)
@@ -140,7 +142,7 @@ class TrainerTest(unittest.TestCase):
     config = config_lib.apply_overrides(config, {"model.lstm.cell_dim": 48})
     with self.assertRaisesRegex(trainer_lib.TrainingError,
                                 r"lstm\.cell_dim.*\(32, 48\)"):
-      trainer_lib.Trainer(config, model_dir, cache_root=self.cache)
+      trainer_lib.make_trainer(config, model_dir, cache_root=self.cache)
 
   def test_resume_with_other_vocabulary_is_a_clear_error(self):
     model_dir = os.path.join(self.tmp, "other_vocab")
@@ -152,7 +154,7 @@ class TrainerTest(unittest.TestCase):
                         for i in range(400)) + "\n")
     with self.assertRaisesRegex(trainer_lib.TrainingError,
                                 "another vocabulary"):
-      trainer_lib.Trainer(tiny_config(other_text, max_steps=6), model_dir,
+      trainer_lib.make_trainer(tiny_config(other_text, max_steps=6), model_dir,
                           cache_root=self.cache)
 
   def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(self):
@@ -160,7 +162,7 @@ class TrainerTest(unittest.TestCase):
     trainer_lib.train(tiny_config(self.corpus, max_steps=20), model_dir,
                       cache_root=self.cache)
     good = tf.train.latest_checkpoint(model_dir)
-    trainer = trainer_lib.Trainer(tiny_config(self.corpus, max_steps=40),
+    trainer = trainer_lib.make_trainer(tiny_config(self.corpus, max_steps=40),
                                   model_dir, cache_root=self.cache)
     # Poison one weight, as a diverging run would.
     bias = trainer.model.softmax.bias
@@ -168,7 +170,7 @@ class TrainerTest(unittest.TestCase):
     with self.assertRaisesRegex(trainer_lib.TrainingError, r"at step 21\b"):
       trainer.train()
     self.assertEqual(tf.train.latest_checkpoint(model_dir), good)
-    _, _, model, _ = trainer_lib.load_trained_model(model_dir)
+    _, _, model, _ = checkpoints_lib.load_trained_model(model_dir)
     for value in _weights(model).values():
       self.assertTrue(np.all(np.isfinite(value)))
 
@@ -176,13 +178,13 @@ class TrainerTest(unittest.TestCase):
     model_dir = os.path.join(self.tmp, "dropout")
     config = tiny_config(self.corpus, max_steps=3)
     config = config.replace(model=config.model.replace(dropout=0.3))
-    trainer = trainer_lib.Trainer(config, model_dir, cache_root=self.cache)
+    trainer = trainer_lib.make_trainer(config, model_dir, cache_root=self.cache)
     trainer.train()
     # Every model variable but the dropout RNG states is in the checkpoint
     # and restored (load_trained_model asserts it).
-    _, _, model, _ = trainer_lib.load_trained_model(model_dir)
-    saved = trainer_lib.variables_by_path(model)
-    trained = trainer_lib.variables_by_path(trainer.model)
+    _, _, model, _ = checkpoints_lib.load_trained_model(model_dir)
+    saved = checkpoints_lib.weights_by_path(model)
+    trained = checkpoints_lib.weights_by_path(trainer.model)
     self.assertEqual(sorted(saved), sorted(trained))
     self.assertGreater(len(saved), 10)
     for name, variable in trained.items():
@@ -198,6 +200,60 @@ class TrainerTest(unittest.TestCase):
     results = trainer_lib.train(config, model_dir, cache_root=self.cache)
     self.assertTrue(np.isfinite(results["average_perplexity"]))
 
+  def test_stream_training_carries_the_lstm_state(self):
+    # Two identical runs (same seed, same batches, same negatives), one of
+    # them forced to start every batch from a zero state: their first steps
+    # are equal, later ones differ, so the carried state is really used; and
+    # each step receives exactly the state the previous step returned.
+    config = tiny_config(self.corpus, max_steps=10)
+    config = config.replace(data=config.data.replace(
+        batching="stream", batch_size=4, unroll_steps=8))
+
+    def run(name: str, zero_state: bool):
+      trainer = trainer_lib.make_trainer(
+          config, os.path.join(self.tmp, name), cache_root=self.cache)
+      step, received, returned = trainer._train_step, [], []
+
+      def recording(iterator, states):
+        if zero_state:
+          states = trainer._initial_stream_state()
+        received.append(tf.nest.map_structure(np.array, states))
+        metrics, new_states = step(iterator, states)
+        returned.append(tf.nest.map_structure(np.array, new_states))
+        return metrics, new_states
+
+      trainer._train_step = recording
+      losses = [trainer.train_step()["loss"] for _ in range(4)]
+      return losses, received, returned
+
+    carried, received, returned = run("carried", zero_state=False)
+    zeroed, _, _ = run("zeroed", zero_state=True)
+    for a, b in zip(tf.nest.flatten(received[0]), tf.nest.flatten(received[0])):
+      np.testing.assert_array_equal(a, np.zeros_like(b))
+    for k in (1, 2, 3):
+      for got, sent in zip(tf.nest.flatten(received[k]),
+                           tf.nest.flatten(returned[k - 1])):
+        np.testing.assert_array_equal(got, sent)
+    self.assertGreater(max(np.abs(x).max()
+                           for x in tf.nest.flatten(returned[0])), 0.0)
+    self.assertEqual(carried[0], zeroed[0])
+    self.assertNotAlmostEqual(carried[3], zeroed[3], places=6)
+
+  def test_lines_per_shard_changes_the_prepared_shards(self):
+    paths = toy_corpus.write_corpus(os.path.join(self.tmp, "shards_text"),
+                                    n_train=120, n_heldout=10)
+    config = tiny_config(paths["spec"], max_steps=1)
+    default = trainer_lib.make_trainer(
+        config, os.path.join(self.tmp, "shards_default"),
+        cache_root=self.cache)
+    self.assertEqual(len(default.prepared.files("train")), 1)
+    config = config_lib.apply_overrides(config,
+                                        {"data.lines_per_shard": "50"})
+    sharded = trainer_lib.make_trainer(
+        config, os.path.join(self.tmp, "shards_50"), cache_root=self.cache)
+    self.assertEqual(len(sharded.prepared.files("train")), 3)
+    self.assertEqual(sharded.prepared.manifest["lines_per_shard"], 50)
+
 
   def test_jit_compiled_step_matches_the_plain_step(self):
     # Stream batching and the sampled softmax: the negatives are drawn
@@ -208,9 +264,9 @@ class TrainerTest(unittest.TestCase):
     config = tiny_config(self.corpus, max_steps=5)
     config = config.replace(data=config.data.replace(
         batching="stream", batch_size=4, unroll_steps=8))
-    plain = trainer_lib.Trainer(config, os.path.join(self.tmp, "plain"),
+    plain = trainer_lib.make_trainer(config, os.path.join(self.tmp, "plain"),
                                 cache_root=self.cache)
-    jitted = trainer_lib.Trainer(
+    jitted = trainer_lib.make_trainer(
         config.replace(train=config.train.replace(jit_compile=True)),
         os.path.join(self.tmp, "jit"), cache_root=self.cache)
     for _ in range(5):

@@ -131,6 +131,9 @@ class SampledSoftmax(keras.layers.Layer):
     targets: (N,) int32 class ids; 0 = no target (its loss is 0).
     training: sampled loss if True (unless training_softmax='full'), full
       softmax otherwise.
+    seed: int (2,) tensor the negatives are drawn from (stateless).
+    negatives: (sampled, tries) drawn beforehand; overrides `seed`. The
+      sampled loss needs `seed` or `negatives` (ValueError otherwise).
 
   Returns:
     per-row losses (N,) float32 (0 where `targets == 0`).
@@ -140,7 +143,8 @@ class SampledSoftmax(keras.layers.Layer):
   softmax = SampledSoftmax(vocab_size=100, n_negative_samples=10)
   hidden = tf.random.normal((6, 8))
   targets = tf.constant([4, 5, 6, 7, 0, 0])
-  losses = softmax(hidden, targets, training=True)  # (6,)
+  losses = softmax(hidden, targets, training=True,
+                   seed=tf.constant([1, 2]))  # (6,)
   ```
   """
 
@@ -183,13 +187,16 @@ class SampledSoftmax(keras.layers.Layer):
   def call(self, inputs, targets, training=None, seed=None, negatives=None):
     """Per-example losses (N,), 0 where the target is 0 (padding).
 
-    `seed`: optional int (2,) tensor. When given, negatives are drawn with
-    stateless random ops from it, so a run resumed from a checkpoint draws
-    exactly the negatives an uninterrupted run would (the trainer passes
-    (seed, step)); otherwise TensorFlow's stateful sampler is used.
-    `negatives`: optional (sampled, tries) from
-    `stateless_log_uniform_unique_draws(n_negative_samples, vocab_size, ...)`
-    drawn beforehand (outside an XLA-compiled step); overrides `seed`.
+    The sampled loss (`training=True`, `training_softmax="sampled"`) needs
+    one of:
+    `seed`: int (2,) tensor; negatives are drawn from it with stateless
+      random ops, so a run resumed from a checkpoint draws exactly the
+      negatives an uninterrupted run would (the trainer passes
+      (seed, step)).
+    `negatives`: (sampled, tries) from
+      `stateless_log_uniform_unique_draws(n_negative_samples, vocab_size,
+      ...)` drawn beforehand (outside an XLA-compiled step); overrides
+      `seed`.
     """
     hidden = tf.cast(inputs, tf.float32)  # (N, dim)
     targets = tf.cast(targets, tf.int32)  # (N,)
@@ -199,25 +206,23 @@ class SampledSoftmax(keras.layers.Layer):
       losses = self._full_losses(hidden, targets)
     return losses * tf.cast(targets > 0, tf.float32)  # (N,)
 
-  def _sampled_losses(self, hidden, targets, seed=None, negatives=None):
-    # The sampler works on 0..vocab_size-1 = classes 1..vocab_size.
-    true_shifted = tf.cast(tf.maximum(targets - 1, 0), tf.int64)  # (N,)
-    if negatives is None and seed is not None:
+  def _sampled_losses(self, hidden, targets, seed, negatives):
+    if negatives is None:
+      if seed is None:
+        raise ValueError(
+            f"SampledSoftmax {self.name!r}: the sampled training loss needs "
+            f"`seed` (an int (2,) tensor) or `negatives` (from "
+            f"stateless_log_uniform_unique_draws); got neither. Pass one, "
+            f"or call with training=False for the exact loss.")
       negatives = stateless_log_uniform_unique_draws(
           self.n_negative_samples, self.vocab_size, seed)
-    if negatives is not None:
-      sampled, tries = negatives
-      true_expected = log_uniform_expected_count(true_shifted, tries,
-                                                 self.vocab_size)
-      sampled_expected = log_uniform_expected_count(sampled, tries,
-                                                    self.vocab_size)
-    else:
-      sampled, true_expected, sampled_expected = (
-          tf.random.log_uniform_candidate_sampler(
-              true_classes=true_shifted[:, None], num_true=1,
-              num_sampled=self.n_negative_samples, unique=True,
-              range_max=self.vocab_size))
-      true_expected = true_expected[:, 0]
+    sampled, tries = negatives
+    # The sampler works on 0..vocab_size-1 = classes 1..vocab_size.
+    true_shifted = tf.cast(tf.maximum(targets - 1, 0), tf.int64)  # (N,)
+    true_expected = log_uniform_expected_count(true_shifted, tries,
+                                               self.vocab_size)
+    sampled_expected = log_uniform_expected_count(sampled, tries,
+                                                  self.vocab_size)
     return self._sampled_softmax_loss(
         hidden, tf.cast(targets, tf.int64), tf.cast(sampled, tf.int64) + 1,
         true_expected, sampled_expected)
@@ -273,21 +278,6 @@ class SampledSoftmax(keras.layers.Layer):
     n_block = tf.shape(logits)[1]
     offset = tf.one_hot(0, n_block, on_value=_PADDING_LOGIT, off_value=0.0)
     return logits + offset
-
-  def logits(self, inputs):
-    """Full logits (N, vocab_size + 1) float32; class 0 gets -1e9."""
-    hidden = tf.cast(inputs, tf.float32)
-    logits = tf.matmul(hidden, tf.cast(self.kernel, tf.float32),
-                       transpose_b=True) + tf.cast(self.bias, tf.float32)
-    return self._mask_padding_class(logits)
-
-  def full_log_probs(self, inputs):
-    """Log-probabilities (N, vocab_size + 1) float32 of the full softmax.
-
-    Materializes all logits: meant for evaluation of modest vocabularies
-    (use `call(..., training=False)` for losses with large ones).
-    """
-    return tf.nn.log_softmax(self.logits(inputs), axis=-1)
 
   def compute_output_shape(self, input_shape, targets_shape=None):
     return tuple(input_shape[:-1])

@@ -7,7 +7,7 @@ from elmo_tf import config as config_lib
 from elmo_tf.layers.char_cnn import CharacterEncoder
 from elmo_tf.layers.projected_lstm import ProjectedLSTM
 
-TOKEN_ENCODERS = ("chars", "tokens", "concat", "sum")
+TOKEN_ENCODERS = config_lib.TOKEN_ENCODERS
 
 
 def _check_config(config):

@@ -50,7 +50,9 @@ class BidirectionalLM(keras.Model):
   ```python
   model = BidirectionalLM(preset("tiny").replace(vocab_size=vocab.size))
   with tf.GradientTape() as tape:
-    out = model(batch, training=True)
+    # The sampled softmax draws its negatives from `sampler_seed`.
+    out = model(dict(batch, sampler_seed=tf.constant([seed, step])),
+                training=True)
   grads = tape.gradient(out["loss"], model.trainable_variables)
   ```
   """
