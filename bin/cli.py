@@ -34,6 +34,8 @@ COMMANDS = {
     "embed": "embed",
     "evaluate": "evaluate",
     "export": "export",
+    "export-hdf5": "export_hdf5",
+    "import-hdf5": "import_hdf5",
     "polysemy": "polysemy",
     "prepare-corpus": "prepare_corpus",
     "score": "score",
