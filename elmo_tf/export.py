@@ -120,6 +120,35 @@ def scalar_mix_weights(mix: ScalarMix) -> dict[str, keras.Variable]:
   return {"scalar_weights": mix.scalar_weights, "gamma": mix.gamma}
 
 
+def _backing_variable(variable):
+  """The `tf.Variable` holding a Keras 3 variable's value (`variable`
+  itself when it is a `tf.Variable` already).
+
+  The module tracks these rather than the `keras.Variable`s: saving a
+  `keras.Variable` exports two graph variables, a copy of its `tf.Variable`,
+  which the functions read, and a new `tf.Variable` wrapping it, which the
+  MetaGraph's SaverDef restores (Keras'
+  `Variable._export_to_saved_model_graph`). TF2 loading binds both to one
+  object, but TF1 loaders (a Session: `saved_model_cli run`, TF Serving's
+  legacy path, `tf.compat.v1.saved_model.load`) restore the wrapper and leave
+  the variables the functions read uninitialized ("Could not find variable
+  backbone/..."). Both are saved under the same checkpoint key
+  (`.../.ATTRIBUTES/VARIABLE_VALUE`) and object proto, so the SavedModel
+  only changes in its MetaGraph.
+  """
+  if isinstance(variable, tf.Variable):
+    return variable
+  value = variable.value  # Outside an autocast scope: the tf.Variable.
+  if not isinstance(value, tf.Variable):
+    raise TypeError(f"{variable.path} is not backed by a tf.Variable "
+                    f"({type(value).__name__}); is the backend TensorFlow?")
+  return value
+
+
+def _backing_variables(variables: dict) -> dict:
+  return {path: _backing_variable(v) for path, v in variables.items()}
+
+
 # === The exported module ===
 
 _TEXT_SPEC = tf.TensorSpec([None], tf.string, name="text")
@@ -193,14 +222,20 @@ class ElmoModule(tf.__internal__.tracking.AutoTrackable):
       self.vocab_table = token_table
     self.assets = {name: tf.saved_model.Asset(path)
                    for name, path in (assets or {}).items()}
-    setattr(self, _BILM_WEIGHTS, backbone_weights(backbone))
-    setattr(self, _MIX_WEIGHTS, scalar_mix_weights(mix))
+    # The tf.Variables behind the Keras variables, so that the SaverDef
+    # restores the variables the functions read (`_backing_variable`).
+    setattr(self, _BILM_WEIGHTS,
+            _backing_variables(backbone_weights(backbone)))
+    setattr(self, _MIX_WEIGHTS, _backing_variables(scalar_mix_weights(mix)))
     if softmax is not None:
-      setattr(self, _SOFTMAX_WEIGHTS, checkpoints_lib.weights_by_path(softmax))
-    mix_variables = [mix.scalar_weights, mix.gamma]
+      setattr(self, _SOFTMAX_WEIGHTS, _backing_variables(
+          checkpoints_lib.weights_by_path(softmax)))
+    mix_variables = [_backing_variable(mix.scalar_weights),
+                     _backing_variable(mix.gamma)]
     # Every backbone variable, incl. dropout RNG states that training-mode
     # functions use.
-    self.variables = list(backbone.variables) + mix_variables
+    self.variables = [_backing_variable(v) for v in backbone.variables
+                      ] + mix_variables
     self.trainable_variables = mix_variables + (
         list(getattr(self, _BILM_WEIGHTS).values()) if trainable_biLM else [])
     self.regularization_losses = [

@@ -5,8 +5,10 @@ the tests compare the exported graph with the live backbone, the two
 signatures and `__call__` with each other, and feed it bad input.
 """
 
+import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -397,6 +399,53 @@ class ExportTest(tf.test.TestCase):
     loaded = tf.saved_model.load(export_dir)
     self.assertLen(loaded.trainable_variables,
                    len(export_lib.backbone_weights(self.backbone)) + 2)
+
+  def test_saved_model_cli_runs_the_signatures(self):
+    # saved_model_cli loads with the TF1 loader (a Session restoring the
+    # MetaGraph's SaverDef), not tf.saved_model.load: the variables the
+    # signatures read must be the ones it restores (issue 11).
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+
+    def run(signature, input_exprs):
+      result = subprocess.run(
+          [cli, "run", "--dir", self.export_dir, "--tag_set", "serve",
+           "--signature_def", signature, "--input_exprs", input_exprs],
+          env=env, capture_output=True, text=True, timeout=300, check=False)
+      self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+      # "Result for output key K:" then the array as numpy prints it.
+      blocks = result.stdout.split("Result for output key ")[1:]
+      printed = {}
+      for block in blocks:
+        key, text = block.split(":\n", 1)
+        # numpy's repr without commas -> a Python literal.
+        text = re.sub(r"(?<=[\d.\]'eE])\s+(?=[-\d.\[b'TF])", ", ",
+                      text.strip())
+        printed[key] = np.array(ast.literal_eval(text))
+      return printed
+
+    sentences = ["the cat sat .", "a dog"]
+    printed = run("default", f"text={sentences!r}")
+    expected = self.default(sentences)
+    self.assertIn("elmo", printed)
+    self.assertCountEqual(printed, export_lib.output_keys(2))
+    self.assertEqual(printed["elmo"].shape, (2, 4, 2 * self.p))
+    self.assertEqual(printed["word_emb"].shape, (2, 4, self.p))
+    self.assertEqual(printed["default"].shape, (2, 2 * self.p))
+    for key, value in expected.items():
+      self.assertEqual(printed[key].shape, value.shape, msg=key)
+      self.assertAllClose(printed[key], value, atol=ATOL, msg=key)
+
+    token_lists = [["the", "cat"], ["a"]]
+    printed = run("tokens", "tokens=[['the', 'cat', ''], ['a', '', '']];"
+                  "sequence_len=[2, 1]")
+    expected = self.tokens(token_lists, max_len=3)
+    self.assertIn("elmo", printed)
+    self.assertEqual(printed["elmo"].shape, (2, 3, 2 * self.p))
+    self.assertAllEqual(printed["sequence_len"], [2, 1])
+    for key, value in expected.items():
+      self.assertEqual(printed[key].shape, value.shape, msg=key)
+      self.assertAllClose(printed[key], value, atol=ATOL, msg=key)
 
 
 if __name__ == "__main__":
