@@ -3,12 +3,18 @@
   python -m bin.evaluate --model_dir=runs/ptb --split=test
   python -m bin.evaluate --model_dir=runs/ptb --split=valid --batching=stream \
       --output_json=valid.json
+
+Reads the newest intact checkpoint (damaged newer ones are skipped with a
+warning naming them). Errors the user can act on (not a run directory, no
+readable checkpoint, a corpus that cannot be read) print one line and exit
+with status 1; --verbosity=1 adds the traceback.
 """
 
 import json
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from bin import flag_utils
 from elmo_tf import config as config_lib
@@ -46,10 +52,15 @@ def main(argv):
   cache = flag_utils.resolve_path(_CACHE_DIR.value) if _CACHE_DIR.value else None
   results = {}
   for mode in _BATCHING.value:
-    results[mode] = evaluation.evaluate(
-        model_dir, corpus=corpus, split=_SPLIT.value, batching=mode,
-        batch_size=_BATCH_SIZE.value, cache_root=cache,
-        max_batches=_MAX_BATCHES.value)
+    try:
+      results[mode] = evaluation.evaluate(
+          model_dir, corpus=corpus, split=_SPLIT.value, batching=mode,
+          batch_size=_BATCH_SIZE.value, cache_root=cache,
+          max_batches=_MAX_BATCHES.value)
+    except _user_errors() as e:
+      logging.error("%s", e)
+      logging.debug("Traceback of the error above:", exc_info=e)
+      return 1
     r = results[mode]
     print(f"{_SPLIT.value} perplexity ({mode}): forward "
           f"{r['forward_perplexity']:.2f}, backward "
@@ -58,6 +69,18 @@ def main(argv):
   if _OUTPUT_JSON.value:
     with open(flag_utils.resolve_path(_OUTPUT_JSON.value), "w") as f:
       json.dump(results, f, indent=2, sort_keys=True)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+  """Exceptions reported in one line (as bin/train's `user_errors`)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from elmo_tf import checkpoints  # Imports TensorFlow.
+  from elmo_tf import corpora
+  from elmo_tf import prepared_corpus
+  return (checkpoints.TrainingError, corpora.CorpusError,
+          prepared_corpus.PreparedCorpusError, OSError,
+          tf.errors.PermissionDeniedError, tf.errors.FailedPreconditionError,
+          tf.errors.NotFoundError)
 
 
 if __name__ == "__main__":

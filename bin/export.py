@@ -10,6 +10,11 @@ model_dir>/); see elmo_tf/export.py for its signatures and assets. bin/train
 already exports to <model_dir>/saved_model at the end of training; use this
 program for other options or another location.
 
+Reads the newest intact checkpoint (damaged newer ones are skipped with a
+warning naming them). Errors the user can act on (not a run directory, no
+readable checkpoint, an output directory that cannot be written) print one
+line and exit with status 1; --verbosity=1 adds the traceback.
+
 --out is defined once in bin/flag_utils.py, shared with bin/prepare_corpus
 (--output_dir is an alias); the tokenization flag is --export_tokenization,
 as bin/prepare_corpus has its own --tokenization.
@@ -67,10 +72,17 @@ def main(argv):
       do_layer_norm=_DO_LAYER_NORM.value,
       tokenization=_EXPORT_TOKENIZATION.value)
   from elmo_tf import export as export_lib  # Late: TensorFlow start-up is slow.
+  import tensorflow as tf  # Loaded by export_lib already.
+  from elmo_tf import checkpoints  # Imported by export_lib already.
   try:
     path = export_lib.export_saved_model(model_dir, out_dir, options)
   except export_lib.ExportError as e:
     raise app.UsageError(str(e)) from None
+  except (checkpoints.TrainingError, OSError, tf.errors.PermissionDeniedError,
+          tf.errors.FailedPreconditionError, tf.errors.NotFoundError) as e:
+    logging.error("%s", e)
+    logging.debug("Traceback of the error above:", exc_info=e)
+    return 1
   logging.info("SavedModel written to %s.", path)
   print(f"\nSavedModel:  {path}\n"
         f"Use it with: {flag_utils.hub_usage(path)}")

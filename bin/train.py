@@ -12,6 +12,13 @@ At the end, the trained model is exported as a SavedModel (as bin/export
 does) to <model_dir>/saved_model, replacing the previous export when a
 resumed run finishes again; --export_dir changes the location and
 --noexport skips it.
+
+SIGTERM or Ctrl-C (SIGINT) stops training after the current step with a
+checkpoint (exit status 143 or 130); re-running resumes at that step. One
+trainer at a time may use a --model_dir. Errors the user can act on (another
+trainer holds the directory, a config that does not match the run being
+resumed, divergence, a corpus or directory that cannot be read or written)
+print one line and exit with status 1; --verbosity=1 adds the traceback.
 """
 
 import json
@@ -235,10 +242,16 @@ def main(argv):
       export_lib.check_out_dir(out_dir)  # Before hours of training.
     except export_lib.ExportError as e:
       raise app.UsageError(f"--export_dir: {e}") from None
-  results = trainer.train(
-      config, model_dir,
-      cache_root=flag_utils.resolve_path(_CACHE_DIR.value) if _CACHE_DIR.value
-      else None)
+  try:
+    results = trainer.train(
+        config, model_dir,
+        cache_root=flag_utils.resolve_path(_CACHE_DIR.value)
+        if _CACHE_DIR.value else None)
+  except trainer.Interrupted as e:
+    # Already logged by the trainer: where it stopped and how to resume.
+    return e.exit_code
+  except user_errors() as e:
+    return report_user_error(e)
   logging.info("Validation: %s", json.dumps(results, sort_keys=True))
   summary = (
       f"\nCheckpoints and config: {model_dir}\n"
@@ -248,8 +261,12 @@ def main(argv):
       f"backward {results['backward_perplexity']:.2f}")
   try:
     if out_dir:
-      path = export_lib.export_saved_model(model_dir, out_dir,
-                                           export_options(config))
+      try:
+        path = export_lib.export_saved_model(model_dir, out_dir,
+                                             export_options(config))
+      except user_errors() + (export_lib.ExportError,) as e:
+        summary += "\nSavedModel:             not exported (see the error)"
+        return report_user_error(e)
       summary += (f"\nSavedModel:             {path}\n"
                   f"Use it with:            {flag_utils.hub_usage(path)}")
       if config.data.tokenization == "jieba":
@@ -261,6 +278,30 @@ def main(argv):
                   f"run bin/export --model_dir={model_dir}")
   finally:
     print(summary)  # Also when the export fails: the checkpoints are there.
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+  """Exceptions that are the user's to fix, reported in one line: the
+  training run's (`TrainingError`: another trainer holds --model_dir, a
+  config that does not match the run, divergence, no intact checkpoint),
+  the corpus's, and the file system's (a read-only or misplaced directory).
+  Others keep their traceback: they are bugs."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from elmo_tf import checkpoints  # Imports TensorFlow.
+  from elmo_tf import corpora
+  from elmo_tf import prepared_corpus
+  return (checkpoints.TrainingError, corpora.CorpusError,
+          prepared_corpus.PreparedCorpusError, OSError,
+          tf.errors.PermissionDeniedError, tf.errors.FailedPreconditionError,
+          tf.errors.NotFoundError)
+
+
+def report_user_error(error: BaseException) -> int:
+  """Logs `error` in one line (its traceback at --verbosity=1); returns the
+  exit status, 1."""
+  logging.error("%s", error)
+  logging.debug("Traceback of the error above:", exc_info=error)
+  return 1
 
 
 if __name__ == "__main__":

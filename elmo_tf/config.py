@@ -214,6 +214,22 @@ class TrainConfig(_JsonMixin):
   max_checkpoints_to_keep: int = 3
   # Batches of the validation split used by periodic evaluation (0: all).
   eval_max_batches: int = 200
+  # Divergence guard (elmo_tf/trainer.py `DivergenceGuard`). Training stops
+  # with an error naming the step, before that step is checkpointed (so
+  # checkpoint rotation never deletes the last checkpoint taken before the
+  # fault), when after an update
+  #   - the loss or the gradient norm is not finite (the update is skipped);
+  #   - the loss is more than `divergence_loss_jump` nats above the mean loss
+  #     of the previous `divergence_window_steps` steps of this process (the
+  #     rule starts once that many steps ran, so it is off for the first
+  #     `divergence_window_steps` steps after a start or resume); 0 disables;
+  #   - some weight's magnitude exceeds `divergence_max_weight` (trained
+  #     ELMo weights stay below ~10; a learning rate far too high pushes them
+  #     to 1e5 and more within a step, often while the loss is still
+  #     finite); 0 disables.
+  divergence_loss_jump: float = 3.0
+  divergence_window_steps: int = 100
+  divergence_max_weight: float = 1000.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,8 +9,11 @@
   vocab.txt              bilm-tf format, built from the train split only
   manifest.json          what was done: see `prepare_corpus`
 
-Everything is written into a temporary sibling directory that is renamed to
-`out_dir` at the end, so an interrupted run never leaves a half corpus.
+Everything is written into a temporary sibling directory
+(`.NAME.tmp-PID-RANDOM@HOST`) that is renamed to `out_dir` at the end, so an
+interrupted run never leaves a half corpus; one killed outright (SIGKILL)
+leaves that directory behind, and the next preparation of `out_dir` removes
+it once its process is gone (`remove_stale_temporaries`).
 `elmo_tf.prepared_corpus` reads it back (`PreparedCorpus.load(out_dir)`;
 `PreparedCorpus` and `PreparedCorpusError` are also importable from here).
 `ensure_prepared` / `prepare_cached` prepare a corpus into a cache directory
@@ -22,7 +25,9 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import time
 import uuid
 from typing import Any, Iterator, Optional
@@ -237,9 +242,10 @@ def prepare_corpus(corpus: str,
           f"Output {out_dir} already exists; remove it or pass overwrite.")
   parent = os.path.dirname(out_dir)
   os.makedirs(parent, exist_ok=True)
+  remove_stale_temporaries(out_dir)
   tmp_dir = os.path.join(
       parent, f".{os.path.basename(out_dir)}.tmp-{os.getpid()}-"
-      f"{uuid.uuid4().hex[:8]}")
+      f"{uuid.uuid4().hex[:8]}@{socket.gethostname()}")
   os.makedirs(tmp_dir)
   try:
     logging.info("Preparing corpus %r (tokenization %s) into %s.", corpus,
@@ -301,6 +307,58 @@ def prepare_corpus(corpus: str,
     raise
   logging.info("Prepared %s in %.1f s.", out_dir, manifest["seconds"])
   return prepared_lib.PreparedCorpus.load(out_dir)
+
+
+def remove_stale_temporaries(out_dir: str) -> list[str]:
+  """Removes the temporary directories of earlier preparations of `out_dir`
+  whose process is gone (killed with SIGKILL, or the machine went down);
+  returns their paths.
+
+  They are `.NAME.tmp-PID-RANDOM@HOST` (and `....old`, a previous `out_dir`
+  being replaced) beside `out_dir`. One is stale when it was made on this
+  host (names without `@HOST`, from earlier versions, count as this host's)
+  and process PID is not running; those of live processes (another worker
+  preparing the same corpus) and of other hosts are left alone.
+  """
+  parent, name = os.path.split(os.path.abspath(out_dir))
+  pattern = re.compile(r"\." + re.escape(name) +
+                       r"\.tmp-(\d+)-[0-9a-f]{8}(?:@(.+?))?(?:\.old)?")
+  host = socket.gethostname()
+  removed = []
+  try:
+    entries = os.listdir(parent)
+  except OSError:
+    return removed
+  for entry in sorted(entries):
+    match = pattern.fullmatch(entry)
+    if not match:
+      continue
+    pid, entry_host = int(match.group(1)), match.group(2)
+    if (entry_host or host) != host or _process_is_running(pid):
+      continue
+    path = os.path.join(parent, entry)
+    logging.warning("Removing %s, left by an interrupted preparation "
+                    "(process %d is gone).", path, pid)
+    shutil.rmtree(path, ignore_errors=True)
+    removed.append(path)
+  return removed
+
+
+def _process_is_running(pid: int) -> bool:
+  """Whether `pid` is a live process of this host (not a zombie)."""
+  if pid == os.getpid():
+    return True
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True  # Another user's.
+  try:
+    with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except (OSError, IndexError):
+    return True  # No /proc: a running pid counts as alive.
 
 
 def _move_into_place(tmp_dir: str, out_dir: str, overwrite: bool) -> None:

@@ -6,11 +6,28 @@ the requested distribution strategy (`elmo_tf.distribution`), restores the
 latest checkpoint (so re-running the same command resumes at the same step
 and data position) and trains, validating with `elmo_tf.evaluation`.
 The layout of `model_dir` and the checkpoints are `elmo_tf.checkpoints`'.
+
+Faults (issue 13):
+  - One trainer per directory: the trainer holds `<write_dir>/.lock`
+    (`checkpoints.RunDirLock`) from start to end; a second one refuses.
+  - Signals: SIGTERM or SIGINT (Ctrl-C) lets the current step finish, then a
+    checkpoint is written and `Interrupted` is raised (bin/train exits
+    128 + signal: 143 for SIGTERM, 130 for SIGINT); re-running resumes at that
+    exact step. A second signal stops at once.
+  - Divergence: `DivergenceGuard` stops training, naming the step, before a
+    faulty state is checkpointed (rules in config.TrainConfig).
+  - Damaged checkpoints: the resume reads the newest intact checkpoint
+    (`checkpoints.newest_intact_checkpoint`), skipping damaged ones with a
+    warning.
 """
 
+import collections
+import contextlib
 import dataclasses
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -29,6 +46,140 @@ from elmo_tf.layers import sampled_softmax as sampled_softmax_lib
 
 # Kept importable from here, where it used to live.
 TrainingError = checkpoints_lib.TrainingError
+
+
+class Interrupted(Exception):
+  """Training stopped on a signal, after checkpointing the last step.
+
+  Attributes:
+    signal_number: the signal received (by this process, or by a peer worker
+      of a multi_worker run).
+    step: the step of `checkpoint`, where a re-run resumes.
+    checkpoint: the checkpoint written (or already there) at `step`.
+    exit_code: 128 + signal_number, the shell's convention (143 for
+      SIGTERM, 130 for SIGINT).
+  """
+
+  def __init__(self, signal_number: int, step: int, checkpoint: str):
+    self.signal_number = signal_number
+    self.step = step
+    self.checkpoint = checkpoint
+    self.exit_code = 128 + signal_number
+    super().__init__(
+        f"Stopped by {signal.Signals(signal_number).name} after step {step}; "
+        f"saved {checkpoint}. Re-run the same command to resume at step "
+        f"{step}.")
+
+
+class DivergenceGuard:
+  """Decides after every step whether training has diverged.
+
+  The rules (thresholds in `config.TrainConfig`, where they are documented):
+  a non-finite loss or gradient norm; a loss more than `loss_jump` nats above
+  the mean of the previous `window_steps` losses (once that many steps ran in
+  this process); a weight larger than `max_weight` in magnitude (or not
+  finite). A fired rule is a `TrainingError` raised by the trainer before
+  the step is checkpointed, so the checkpoints on disk all precede the
+  fault and rotation cannot delete the last one of them.
+
+  Args:
+    loss_jump: nats above the running mean that count as exploding; 0: off.
+    window_steps: steps in the running mean.
+    max_weight: largest allowed |weight|; 0: off.
+
+  Example:
+    guard = DivergenceGuard(loss_jump=3.0, window_steps=100, max_weight=1e3)
+    problem = guard.check(loss=5.1, grad_norm=2.0, weight_max=1.7)
+    # None while healthy, else a sentence saying what went wrong.
+  """
+
+  def __init__(self, loss_jump: float, window_steps: int, max_weight: float):
+    if loss_jump < 0 or max_weight < 0 or window_steps < 1:
+      raise ValueError(
+          "Divergence thresholds must be >= 0 and the window >= 1, got "
+          f"loss_jump={loss_jump}, window_steps={window_steps}, "
+          f"max_weight={max_weight}.")
+    self.loss_jump = loss_jump
+    self.window_steps = window_steps
+    self.max_weight = max_weight
+    self._losses = collections.deque(maxlen=window_steps)
+
+  @classmethod
+  def from_config(cls, train: config_lib.TrainConfig) -> "DivergenceGuard":
+    return cls(loss_jump=train.divergence_loss_jump,
+               window_steps=train.divergence_window_steps,
+               max_weight=train.divergence_max_weight)
+
+  def check(self, loss: float, grad_norm: float,
+            weight_max: float) -> str | None:
+    """None if the step looks healthy (its loss joins the window), else
+    what is wrong."""
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+      return f"the loss became {loss} (gradient norm {grad_norm})"
+    if not math.isfinite(weight_max):
+      return f"a weight became {weight_max}"
+    if self.max_weight and weight_max > self.max_weight:
+      return (f"the largest weight magnitude reached {weight_max:.4g}, above "
+              f"divergence_max_weight={self.max_weight:g} (loss {loss:.4g})")
+    if self.loss_jump and len(self._losses) == self.window_steps:
+      mean = sum(self._losses) / len(self._losses)
+      if loss > mean + self.loss_jump:
+        return (f"the loss jumped to {loss:.4g}, more than "
+                f"divergence_loss_jump={self.loss_jump:g} nats above its mean "
+                f"{mean:.4g} over the previous {self.window_steps} steps")
+    self._losses.append(loss)
+    return None
+
+
+class _StopSignals:
+  """Turns SIGTERM and SIGINT into a flag the training loop reads between
+  steps; a second signal stops at once (SIGINT: KeyboardInterrupt).
+
+  Why not `tf.distribute.experimental.PreemptionCheckpointHandler`: tried
+  with this trainer's setup (default strategy on CPU, a path-keyed
+  `tf.train.Checkpoint` under a `CheckpointManager`), it saves and exits on
+  SIGTERM, but (1) it watches SIGTERM only (Ctrl-C still raised
+  KeyboardInterrupt mid-step and lost the work); (2) it restores the
+  manager's latest checkpoint itself when created, bypassing the
+  newest-intact choice of `checkpoints.newest_intact_checkpoint`, and adds a
+  `checkpointed_runs` variable to every checkpoint; (3) it names the
+  checkpoint by its save counter (ckpt-1 at step 7) unless given a save_fn,
+  and the resume reads the step from the name; (4) on GCP CPU VMs it
+  declares itself unsupported. A flag read between steps does the job in a few
+  lines; multi_worker runs agree on the stopping step by summing the flag
+  in the step's collective reduce (see `Trainer._make_train_step`).
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self, enabled: bool = True):
+    self.enabled = enabled
+    self.received: int | None = None
+    self._previous = {}
+
+  def __enter__(self):
+    # Handlers can only be set from the main thread; elsewhere (a library
+    # user's thread) signals keep their usual effect.
+    if self.enabled and threading.current_thread() is threading.main_thread():
+      for number in self.SIGNALS:
+        self._previous[number] = signal.signal(number, self._handle)
+    return self
+
+  def __exit__(self, *exc_info):
+    for number, handler in self._previous.items():
+      # None: a handler set outside Python; the default is the closest.
+      signal.signal(number, signal.SIG_DFL if handler is None else handler)
+    self._previous = {}
+
+  def _handle(self, number, frame):
+    del frame  # Unused.
+    if self.received is None:
+      # Only a flag here: the loop logs and saves between steps.
+      self.received = number
+      return
+    if number == signal.SIGINT:
+      raise KeyboardInterrupt
+    raise SystemExit(128 + number)
 
 
 class Trainer:
@@ -63,8 +214,20 @@ class Trainer:
         config, model=config.model.replace(vocab_size=vocab.size))
     self.is_chief = distribution_lib.is_chief(self.strategy)
     self.write_dir = distribution_lib.write_dir(model_dir, self.strategy)
-    checkpoints_lib.check_or_write_model_dir(config, self.write_dir, vocab)
+    # Each process locks the directory it writes (non-chief workers their
+    # own, see distribution.write_dir) until `close()`.
+    self._lock = checkpoints_lib.RunDirLock(self.write_dir)
+    self._lock.acquire()
+    try:
+      self._build(config, vocab)
+    except BaseException:
+      self._lock.release()
+      raise
 
+  def _build(self, config: config_lib.ExperimentConfig, vocab) -> None:
+    """The rest of `__init__`, run while holding the lock."""
+    self.divergence_guard = DivergenceGuard.from_config(config.train)
+    checkpoints_lib.check_or_write_model_dir(config, self.write_dir, vocab)
     checkpoints_lib.set_precision(config.train.mixed_precision)
     keras.utils.set_random_seed(config.train.seed)
     with self.strategy.scope():
@@ -84,13 +247,17 @@ class Trainer:
         self.model,
         optimizer_variables=checkpoints_lib.weights_by_path(self.optimizer),
         step=self.step)
+    restored, damaged = checkpoints_lib.newest_intact_checkpoint(
+        self.write_dir)
+    if damaged:
+      _forget_checkpoints(self.write_dir, damaged, restored)
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, self.write_dir,
         max_to_keep=config.train.max_checkpoints_to_keep,
         step_counter=self.step,
         checkpoint_interval=None)
-    restored = self.manager.restore_or_initialize()
     if restored:
+      self.checkpoint.restore(restored)
       logging.info("Resumed from %s at step %d.", restored, self.current_step)
       # The optimizer checkpoints its learning rate; the config (flags) of
       # this run decides it, so that --learning_rate can change on resume.
@@ -112,12 +279,26 @@ class Trainer:
     self.dataset = self.strategy.distribute_datasets_from_function(
         self._dataset_fn)
     self.iterator = iter(self.dataset)
+    # 1.0 when this process received SIGTERM / SIGINT (`train_step`); not
+    # checkpointed.
+    self._stop_requested = tf.Variable(0.0, trainable=False,
+                                       name="stop_requested")
     self._train_step = self._make_train_step()
     self._stream_state = None
 
   @property
   def current_step(self) -> int:
     return int(self.step.numpy())
+
+  def close(self) -> None:
+    """Releases the run directory's lock (also done at interpreter exit)."""
+    self._lock.release()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc_info):
+    self.close()
 
   # -- construction ---------------------------------------------------------
 
@@ -190,7 +371,7 @@ class Trainer:
       return tf.stack([tf.constant(self.config.train.seed, tf.int64),
                        self.step * 1024 + tf.cast(replica_id, tf.int64)])
 
-    def replica_step(batch):
+    def replica_step(batch, stop_requested):
       context = tf.distribute.get_replica_context()
       if "sampler_negatives" not in batch:
         batch = dict(batch, sampler_seed=sampler_seed(
@@ -219,12 +400,23 @@ class Trainer:
         # are already summed, so divide them back.
         grads = [None if g is None else g / n_replicas for g in grads]
       optimizer.apply_gradients(zip(grads, variables))
+      # Read after the update (automatic control dependencies order the
+      # reads after the assignments): the divergence guard's weight rule.
+      # NaN propagates through reduce_max.
+      weight_max = tf.reduce_max(tf.stack(
+          [tf.reduce_max(tf.abs(tf.cast(v, tf.float32))) for v in variables]))
       metrics = {
           "loss": outputs["loss"],
           "forward_loss": outputs["forward_loss"],
           "backward_loss": outputs["backward_loss"],
           "grad_norm": grad_norm,
           "tokens": outputs["forward_tokens"],
+          "weight_max": weight_max,
+          # Summed over replicas and workers: > 0 on every worker as soon as
+          # one of them received SIGTERM / SIGINT, so that all stop after
+          # this same step (a worker stopping alone would leave the others
+          # waiting in the next collective).
+          "stop_requests": stop_requested,
       }
       states = ((outputs["forward_state"], outputs["backward_state"])
                 if stream else None)
@@ -241,6 +433,7 @@ class Trainer:
 
     def step_fn(iterator, states):
       batch = next(iterator)
+      stop_requested = self._stop_requested.read_value()
       if stream:
         batch = dict(batch, forward_state=states[0], backward_state=states[1])
       if jit_compile and model_config.training_softmax == "sampled":
@@ -249,10 +442,11 @@ class Trainer:
                 model_config.n_negative_samples, model_config.vocab_size,
                 sampler_seed(0))))
       metrics, new_states = self.strategy.run(compiled_replica_step,
-                                              args=(batch,))
+                                              args=(batch, stop_requested))
       reduced = {
           key: self.strategy.reduce(
-              tf.distribute.ReduceOp.SUM if key == "tokens"
+              tf.distribute.ReduceOp.SUM
+              if key in ("tokens", "stop_requests")
               else tf.distribute.ReduceOp.MEAN, value, axis=None)
           for key, value in metrics.items()
       }
@@ -284,10 +478,14 @@ class Trainer:
 
   # -- the loop -------------------------------------------------------------
 
-  def train_step(self) -> dict[str, float]:
+  def train_step(self, stop_requested: bool = False) -> dict[str, float]:
     """Runs one optimizer step on the next batch; returns its metrics.
 
-    Raises TrainingError (after skipping the update) on a non-finite loss.
+    `stop_requested` (this process received a signal) comes back summed
+    over all workers in `metrics["stop_requests"]`.
+
+    Raises TrainingError when `divergence_guard` fires (the step is not
+    counted; on a non-finite loss its update was skipped too).
     """
     step = self.current_step
     if self.config.data.batching == "stream":
@@ -297,28 +495,50 @@ class Trainer:
     if self._learning_rate_schedule is not None:
       # A variable the compiled step reads: no retracing per step.
       self.optimizer.learning_rate.assign(self.learning_rate_at(step))
+    # A variable the compiled step reads (as the learning rate).
+    self._stop_requested.assign(1.0 if stop_requested else 0.0)
     metrics, states = self._train_step(self.iterator, self._stream_state)
     if self.config.data.batching == "stream":
       self._stream_state = states
     metrics = {key: float(value) for key, value in metrics.items()}
-    if not (math.isfinite(metrics["loss"]) and
-            math.isfinite(metrics["grad_norm"])):
+    problem = self.divergence_guard.check(
+        metrics["loss"], metrics["grad_norm"], metrics["weight_max"])
+    if problem:
+      latest = self.manager.latest_checkpoint
+      kept = (f"the newest checkpoint, {latest}, precedes the fault and is "
+              "kept" if latest else "no checkpoint was written yet")
       raise TrainingError(
-          f"Loss became {metrics['loss']} (gradient norm "
-          f"{metrics['grad_norm']}) at step {step + 1}; the update was "
-          f"skipped and the last good checkpoint "
-          f"({self.manager.latest_checkpoint}) is intact. Lower "
-          "--learning_rate, or check the data.")
+          f"Training diverged at step {step + 1}: {problem}. Stopped "
+          f"without checkpointing it; {kept}. Lower --learning_rate (or "
+          "--clip_norm), or check the data; the thresholds are "
+          "train.divergence_* (--set).")
     self.step.assign_add(1)
     return metrics
 
-  def train(self) -> dict[str, Any]:
-    """Trains until `total_steps`; returns the last validation metrics."""
-    config = self.config.train
+  def train(self, handle_signals: bool = True) -> dict[str, Any]:
+    """Trains until `total_steps`; returns the last validation metrics.
+
+    With `handle_signals` (and in the main thread), SIGTERM and SIGINT end
+    training after the current step with a checkpoint: `Interrupted` is
+    raised.
+    """
     train_writer = tf.summary.create_file_writer(
         os.path.join(self.write_dir, checkpoints_lib.TRAIN_LOGDIR))
     valid_writer = tf.summary.create_file_writer(
         os.path.join(self.write_dir, checkpoints_lib.VALIDATION_LOGDIR))
+    try:
+      with _StopSignals(enabled=handle_signals) as signals:
+        return self._train_loop(train_writer, valid_writer, signals)
+    finally:
+      train_writer.close()
+      valid_writer.close()
+
+  def _train_loop(self, train_writer, valid_writer,
+                  signals: _StopSignals) -> dict[str, Any]:
+    config = self.config.train
+    # A multi_worker process stops only when the step's reduce says so,
+    # after the same step on every worker; one process stops at once.
+    alone = self.config.train.distribution != "multi_worker"
     start_step = self.current_step
     if start_step >= self.total_steps:
       logging.info("Already trained for %d steps (target %d).", start_step,
@@ -333,7 +553,7 @@ class Trainer:
     window_losses = []
     last_valid: dict[str, Any] = {}
     while self.current_step < self.total_steps:
-      metrics = self.train_step()
+      metrics = self.train_step(stop_requested=signals.received is not None)
       step = self.current_step
       window_tokens += metrics["tokens"]
       window_losses.append((metrics["loss"], metrics["forward_loss"],
@@ -362,15 +582,30 @@ class Trainer:
       if config.eval_every_steps and step % config.eval_every_steps == 0:
         last_valid = self._validate(valid_writer, step)
         window_start = time.perf_counter()
-    if self.manager.latest_checkpoint is None or (
-        self.current_step != checkpoints_lib.checkpoint_step(
-            self.manager.latest_checkpoint)):
-      self.manager.save(checkpoint_number=self.current_step)
+      if metrics["stop_requests"] > 0 or (alone and signals.received):
+        train_writer.flush()
+        number = signals.received or signal.SIGTERM  # A peer's, if None.
+        logging.warning(
+            "%s: stopping after step %d of %d.",
+            "Received " + signal.Signals(number).name if signals.received
+            else "A peer worker received a signal", step, self.total_steps)
+        path = self._save_if_needed()
+        interrupted = Interrupted(number, step, path)
+        logging.warning("%s", interrupted)
+        raise interrupted
+    self._save_if_needed()
     if not last_valid or last_valid.get("step") != self.current_step:
       last_valid = self._validate(valid_writer, self.current_step)
-    train_writer.close()
-    valid_writer.close()
     return last_valid
+
+  def _save_if_needed(self) -> str:
+    """Checkpoints the current step unless the latest checkpoint is of it;
+    returns the checkpoint's path."""
+    latest = self.manager.latest_checkpoint
+    if latest is None or (self.current_step !=
+                          checkpoints_lib.checkpoint_step(latest)):
+      latest = self.manager.save(checkpoint_number=self.current_step)
+    return latest
 
   def _validate(self, writer, step: int) -> dict[str, Any]:
     dataset = data_lib.make_dataset(
@@ -406,15 +641,59 @@ def _zero_unless(condition, gradient):
 _perplexity = evaluation_lib.perplexity
 
 
+def _forget_checkpoints(directory: str, damaged: list[str],
+                        restored: str) -> None:
+  """Drops the damaged checkpoints from the directory's checkpoint list and
+  makes `restored` its latest, so that the CheckpointManager neither counts
+  them for rotation nor reports them as the latest. Their files stay on disk
+  (named in the warning) until the run saves that step again."""
+  try:
+    state = tf.train.get_checkpoint_state(directory)
+  except Exception:  # pylint: disable=broad-except
+    state = None  # Unreadable: written afresh below.
+  paths, stamps = [], []
+  if state is not None:
+    timed = len(state.all_model_checkpoint_timestamps) == len(
+        state.all_model_checkpoint_paths)
+    for i, path in enumerate(state.all_model_checkpoint_paths):
+      if checkpoints_lib.normalize_path(path) not in damaged:
+        paths.append(path)
+        if timed:
+          stamps.append(state.all_model_checkpoint_timestamps[i])
+  if restored not in [checkpoints_lib.normalize_path(p) for p in paths]:
+    paths.append(restored)
+    stamps = []  # The manager then times them all from now.
+  tf.compat.v1.train.update_checkpoint_state(
+      directory, restored, all_model_checkpoint_paths=paths,
+      all_model_checkpoint_timestamps=stamps or None,
+      last_preserved_timestamp=(state.last_preserved_timestamp
+                                if state is not None else None))
+
+
 def make_trainer(config: config_lib.ExperimentConfig, model_dir: str,
                  cache_root: str | None = None) -> Trainer:
   """Prepares the corpus of `config.data` (under `cache_root`, default
-  `prepare.default_cache_root()`) and builds the `Trainer` of the run."""
-  prepared = prepare_lib.ensure_prepared(config.data, cache_root)
-  return Trainer(config, model_dir, prepared)
+  `prepare.default_cache_root()`) and builds the `Trainer` of the run.
+
+  The run directory is locked first, so that a second trainer refuses
+  before spending minutes preparing a corpus (multi_worker processes lock
+  the directory each writes, once the Trainer knows it).
+  """
+  early_lock = (contextlib.nullcontext()
+                if config.train.distribution == "multi_worker"
+                else checkpoints_lib.RunDirLock(model_dir))
+  with early_lock:
+    prepared = prepare_lib.ensure_prepared(config.data, cache_root)
+    return Trainer(config, model_dir, prepared)
 
 
 def train(config: config_lib.ExperimentConfig, model_dir: str,
           cache_root: str | None = None) -> dict[str, Any]:
-  """Trains (or resumes) the run in `model_dir`; returns validation metrics."""
-  return make_trainer(config, model_dir, cache_root=cache_root).train()
+  """Trains (or resumes) the run in `model_dir`; returns validation metrics.
+
+  Raises `Interrupted` after checkpointing when stopped by SIGTERM / SIGINT,
+  `TrainingError` (its `RunDirInUse` when another trainer holds the
+  directory) for faults the user can act on.
+  """
+  with make_trainer(config, model_dir, cache_root=cache_root) as trainer:
+    return trainer.train()

@@ -49,12 +49,61 @@ def output_keys(n_layers: int) -> list[str]:
 def tokens_to_ragged(tokens, sequence_len) -> tf.RaggedTensor:
   """TF-Hub `tokens` inputs -> (B, (tokens)) string RaggedTensor.
 
-  `sequence_len` is clipped to [0, max_len]; tokens after it are ignored.
+  `tokens` must be (B, max_len) and `sequence_len` (B,), with the same B;
+  anything else raises `tf.errors.InvalidArgumentError` naming both inputs
+  and their shapes (when the shapes are known while tracing, then; else
+  when the function runs). `sequence_len` is clipped to [0, max_len];
+  tokens after it are ignored.
   """
   tokens = tf.convert_to_tensor(tokens, tf.string)  # (B, max_len)
+  sequence_len = tf.convert_to_tensor(sequence_len)
+  tokens, sequence_len = _check_tokens_shapes(tokens, sequence_len)
   sequence_len = tf.cast(sequence_len, tf.int32)  # (B,)
   sequence_len = tf.clip_by_value(sequence_len, 0, tf.shape(tokens)[1])
   return tf.RaggedTensor.from_tensor(tokens, lengths=sequence_len)
+
+
+_TOKENS_SHAPES_RULE = ("`tokens` must be (batch, max_len) and `sequence_len` "
+                       "(batch,), with the same batch size")
+
+
+def _check_tokens_shapes(tokens: tf.Tensor, sequence_len: tf.Tensor):
+  """Raises InvalidArgumentError unless tokens is (B, T) and sequence_len
+  (B,); returns both, made to depend on the runtime check.
+
+  Statically wrong shapes raise at once: the ops that follow would
+  otherwise fail while tracing with messages about slices or ConcatOp.
+  """
+  static_tokens, static_lengths = tokens.shape, sequence_len.shape
+  wrong = ((static_tokens.rank is not None and static_tokens.rank != 2) or
+           (static_lengths.rank is not None and static_lengths.rank != 1))
+  if not wrong and static_tokens.rank == 2 and static_lengths.rank == 1:
+    rows, lengths = static_tokens[0], static_lengths[0]
+    wrong = rows is not None and lengths is not None and rows != lengths
+  if wrong:
+    raise tf.errors.InvalidArgumentError(
+        None, None,
+        f"{_TOKENS_SHAPES_RULE}; got tokens of shape "
+        f"{static_tokens.as_list() if static_tokens.rank is not None else '?'}"
+        f" and sequence_len of shape "
+        f"{static_lengths.as_list() if static_lengths.rank is not None else '?'}"
+        ".")
+  tokens_shape = tf.shape(tokens)
+  lengths_shape = tf.shape(sequence_len)
+  ranks_ok = tf.logical_and(tf.equal(tf.size(tokens_shape), 2),
+                            tf.equal(tf.size(lengths_shape), 1))
+  # Only compared when the ranks are right (tf.cond: the indexing would fail
+  # on a rank-0 shape).
+  same_batch = tf.cond(
+      ranks_ok, lambda: tf.equal(tokens_shape[0], lengths_shape[0]),
+      lambda: tf.constant(False))
+  check = tf.debugging.Assert(
+      same_batch,
+      [f"{_TOKENS_SHAPES_RULE}; got tokens of shape", tokens_shape,
+       "and sequence_len of shape", lengths_shape],
+      summarize=10)
+  with tf.control_dependencies([check]):
+    return tf.identity(tokens), tf.identity(sequence_len)
 
 
 def _backbone_inputs(backbone, tokens: tf.RaggedTensor, lookup):
