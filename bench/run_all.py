@@ -9,8 +9,13 @@ import sys
 
 BENCHMARKS = (
     ("bench.vocab_bench",),
+    # 10,000 fuzzed strings: the core-op tokenizer against tensorflow-text's,
+    # and tokenization speed.
+    ("bench.fuzz_tokenizers",),
     ("bench.train_bench",),
     ("bench.embed_bench",),
+    # Importing a published-size (`small`) options.json + hdf5 pair.
+    ("bench.import_hdf5_bench",),
     # Batch-1 latency is lower with small ops run inline.
     ("bench.embed_bench", "--intra_op_threads=1",
      "--output=bench/results/embed_intra1.json"),

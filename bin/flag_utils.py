@@ -41,6 +41,6 @@ def explicitly_set(name: str) -> bool:
 
 def hub_usage(saved_model: str) -> str:
   """One line of Python loading `saved_model` with hub.KerasLayer (tf_keras)."""
-  return ("import tensorflow_hub as hub, tensorflow_text; "
+  return ("import tensorflow_hub as hub; "
           f"hub.KerasLayer({saved_model!r}, trainable=True, "
           "output_key='default')")

@@ -9,6 +9,7 @@ from absl import app
 from absl import flags
 
 from bin import flag_utils
+from elmo_tf import config as config_lib
 
 SAVED_MODEL = flags.DEFINE_string(
     "saved_model", None, "A SavedModel written by bin/export or bin/train "
@@ -23,7 +24,7 @@ OUTPUT = flags.DEFINE_string("output", None, "Output file.")
 OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Replace --output if it exists.")
 ON_BAD_LINE = flags.DEFINE_enum(
-    "on_bad_line", "error", ["error", "skip"],
+    "on_bad_line", "error", list(config_lib.ON_BAD_LINE_CHOICES),
     "A line that is not valid UTF-8: stop with an error naming file:line, or "
     "skip it and count it.")
 BATCH_SIZE = flags.DEFINE_integer(

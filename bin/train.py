@@ -193,7 +193,8 @@ def _corpus_tokenization(corpus: str) -> str:
   a prepared directory's own, `segmented` for peoples_daily, else
   `whitespace`."""
   from elmo_tf import prepare  # Imports TensorFlow.
-  manifest = os.path.join(corpus, "manifest.json")
+  from elmo_tf import prepared_corpus  # Imports TensorFlow.
+  manifest = os.path.join(corpus, prepared_corpus.MANIFEST)
   if os.path.isdir(corpus) and os.path.exists(manifest):
     with open(manifest, encoding="utf-8") as f:
       return json.load(f)["tokenization"]

@@ -525,6 +525,23 @@ def read_export(path: str) -> tuple[config_lib.ExperimentConfig, dict]:
   return config, info
 
 
+def load_saved_model(path: str):
+  """`tf.saved_model.load(path)`; for a SavedModel exported by an older
+  elmo_tf, whose tokenizer used tensorflow-text's ops, registers them first
+  (when tensorflow-text is installed)."""
+  try:
+    return tf.saved_model.load(path)
+  except tf.errors.NotFoundError as e:
+    if "RegexSplitWithOffsets" not in str(e):
+      raise
+    logging.warning("%s was exported by an older elmo_tf and needs "
+                    "tensorflow-text's ops; elmo_tf.export.resave writes it "
+                    "again without them.", path)
+    # pylint: disable-next=g-import-not-at-top,unused-import
+    import tensorflow_text  # noqa: F401
+    return tf.saved_model.load(path)
+
+
 def load(path: str):
   """(module, ExperimentConfig, tokenization) of a SavedModel written here or
   of a training run directory (its latest checkpoint, built in memory).
@@ -535,7 +552,7 @@ def load(path: str):
   """
   if is_saved_model(path):
     config, info = read_export(path)
-    return tf.saved_model.load(path), config, info["tokenization"]
+    return load_saved_model(path), config, info["tokenization"]
   if tf.io.gfile.exists(checkpoints_lib.config_path(path)):
     config, _ = checkpoints_lib.read_run(path)
     return (build_module(path), config,

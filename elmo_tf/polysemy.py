@@ -350,7 +350,6 @@ def analyze(saved_model, word: str, sentences: Sequence[Sentence],
       SavedModel.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tensorflow_text  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   from elmo_tf import export as export_lib  # pylint: disable=g-import-not-at-top
   from elmo_tf import tokenizers as tokenizers_lib  # pylint: disable=g-import-not-at-top
 
@@ -363,7 +362,7 @@ def analyze(saved_model, word: str, sentences: Sequence[Sentence],
   layers = layer_names(int(info["n_layers"]))
   logging.info("Loading %s (tokenization %s, %d LSTM layers).", saved_model,
                info["tokenization"], info["n_layers"])
-  signature = tf.saved_model.load(saved_model).signatures["tokens"]
+  signature = export_lib.load_saved_model(saved_model).signatures["tokens"]
   vectors = occurrence_vectors(signature, occurrences, layers,
                                batch_size=batch_size)
   matrices = {layer: cosine_matrix(vectors[layer]) for layer in layers}

@@ -41,7 +41,7 @@ from elmo_tf import prepared_corpus as prepared_lib
 from elmo_tf import tokenizers
 from elmo_tf import vocab as vocab_lib
 
-ON_BAD_LINE_CHOICES = ("error", "skip")
+ON_BAD_LINE_CHOICES = config_lib.ON_BAD_LINE_CHOICES
 # At most this many `file:line` locations of skipped bad lines are listed in
 # the manifest (all are counted).
 _MAX_LISTED_BAD_LINES = 1000

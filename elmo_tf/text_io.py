@@ -14,9 +14,10 @@ import dataclasses
 import os
 from typing import Iterator
 
+from elmo_tf import config as config_lib
 from elmo_tf import text_files
 
-ON_BAD_LINE_CHOICES = ("error", "skip")
+ON_BAD_LINE_CHOICES = config_lib.ON_BAD_LINE_CHOICES
 
 
 class InputError(ValueError):

@@ -58,7 +58,9 @@ import unicodedata
 from absl import logging
 import tensorflow as tf
 
-MODES = ("whitespace", "segmented", "chinese_chars", "jieba")
+from elmo_tf import config as config_lib
+
+MODES = config_lib.TOKENIZATIONS
 
 JIEBA_INSTALL_HINT = (
     "Tokenization mode 'jieba' needs the jieba package: run "
