@@ -3,6 +3,7 @@
 #   make train   train, then evaluate (override TRAIN_ARGS / EVAL_ARGS)
 #   make test    set up, then `bazel test //...`: every test file through pytest
 #   make bench   benchmarks
+#   make downstream  downstream tasks on the shipped models (bench/downstream)
 #   make clean   caches and Bazel outputs (keeps .venv and runs/)
 SHELL := /bin/bash
 
@@ -30,10 +31,11 @@ TRAIN_ARGS  ?= --corpus=ptb --preset=cpu_small --batching=sentences \
 EVAL_ARGS   ?= --model_dir=$(MODEL_DIR) --split=test \
                --output_json=$(MODEL_DIR)/test_perplexity.json
 BENCH_ARGS  ?=
+DOWNSTREAM_ARGS ?=
 PYTEST_ARGS ?= -q
 BAZEL_TEST_ARGS ?=
 
-.PHONY: setup train test pytest pytest-collect bazel-test bench clean distclean
+.PHONY: setup train test pytest pytest-collect bazel-test bench downstream clean distclean
 
 setup:
 	bash tools/setup.sh
@@ -63,6 +65,11 @@ bazel-test:
 
 bench: setup
 	$(PYTHON) -m bench.run_all $(BENCH_ARGS)
+
+# Downstream tasks on the shipped models (bench/downstream; one TensorFlow
+# thread, about 25 minutes): writes bench/results/downstream.json.
+downstream: setup
+	$(PYTHON) -m bench.downstream.run $(DOWNSTREAM_ARGS)
 
 clean:
 	if command -v $(BAZEL) >/dev/null; then $(BAZEL) clean; fi
