@@ -15,7 +15,6 @@ import unittest
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_text  # noqa: F401  Registers the in-graph tokenizer ops.
 
 from elmo_tf import export as export_lib
 from elmo_tf import polysemy

@@ -9,11 +9,12 @@ language.
 
 import json
 import os
+import subprocess
+import sys
 import unittest
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_text  # noqa: F401  Registers the in-graph tokenizer ops.
 
 SAVEDMODELS = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "savedmodels")
@@ -24,6 +25,10 @@ SHIPPED = {
     "ptb": ("whitespace", "the company said it expects higher sales", 7),
     "peoples_daily_chars": ("chinese_chars", "我们在北京学习中文。iPhone 2018", 12),
 }
+# Models exported with their softmax, hence a `log_probs` signature.
+# savedmodels/ptb was exported before the signature existed, without its
+# softmax (README, Roadmap).
+SCORING = ("peoples_daily_chars",)
 
 
 def _megabytes(path: str) -> float:
@@ -96,6 +101,48 @@ class ShippedModelsTest(tf.test.TestCase):
       difference = tf.norm(outputs["lstm_outputs1"][0, 0] -
                            outputs["lstm_outputs1"][1, 0])
       self.assertGreater(float(difference), 1e-3, name)
+
+
+  def test_scoring_signature_where_the_softmax_was_exported(self):
+    for name in SHIPPED:
+      model = tf.saved_model.load(os.path.join(SAVEDMODELS, name))
+      self.assertEqual("log_probs" in model.signatures, name in SCORING, name)
+
+  def test_chinese_model_prefers_the_fluent_order(self):
+    # The tutorial's example: 今天是周日 ("today is Sunday") is fluent,
+    # 今天周日是 is not. Same characters, so total log-probabilities compare.
+    model = tf.saved_model.load(os.path.join(SAVEDMODELS,
+                                             "peoples_daily_chars"))
+    out = model.signatures["log_probs"](tf.constant(["今天是周日", "今天周日是"]))
+    average = 0.5 * (out["forward_log_prob"] + out["backward_log_prob"])
+    self.assertGreater(float(average[0]), float(average[1]))
+    self.assertAllEqual(out["token_count"], [6, 6])
+    self.assertAllEqual(out["unk_count"], [0, 0])
+    # Both directions agree.
+    self.assertGreater(float(out["forward_log_prob"][0]),
+                       float(out["forward_log_prob"][1]))
+    self.assertGreater(float(out["backward_log_prob"][0]),
+                       float(out["backward_log_prob"][1]))
+
+  def test_loads_with_plain_tensorflow(self):
+    # Like TF-Hub's ELMo modules: no op library to import first, with
+    # tf.saved_model.load and hub.load.
+    code = (
+        "import sys, tensorflow as tf\n"
+        f"for name in {list(SHIPPED)!r}:\n"
+        f"  m = tf.saved_model.load({SAVEDMODELS!r} + '/' + name)\n"
+        "  out = m.signatures['default'](tf.constant(['the cat sat', '今天是周日']))\n"
+        "  assert out['elmo'].shape[0] == 2, out['elmo'].shape\n"
+        "import tensorflow_hub as hub\n"
+        f"h = hub.load({SAVEDMODELS!r} + '/ptb')\n"
+        "assert h.signatures['tokens'](tokens=tf.constant([['the', '']]),\n"
+        "    sequence_len=tf.constant([1]))['elmo'].shape[1] == 2\n"
+        "assert 'tensorflow_text' not in sys.modules\n")
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    result = subprocess.run([sys.executable, "-c", code], env=env,
+                            capture_output=True, text=True, timeout=300,
+                            check=False)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
 
 
 if __name__ == "__main__":
