@@ -12,6 +12,8 @@ BENCHMARKS = (
     # 10,000 fuzzed strings: the core-op tokenizer against tensorflow-text's,
     # and tokenization speed.
     ("bench.fuzz_tokenizers",),
+    # 10,000 fuzzed strings through both signatures of the shipped models.
+    ("bench.fuzz_signatures",),
     ("bench.train_bench",),
     ("bench.embed_bench",),
     # Importing a published-size (`small`) options.json + hdf5 pair.
