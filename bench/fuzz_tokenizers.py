@@ -38,6 +38,8 @@ import time
 from absl import app
 from absl import flags
 
+from bench import machine
+
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CASES = flags.DEFINE_integer("cases", 10000, "Fuzz strings (and as many "
                               "byte strings) checked per mode.")
@@ -52,17 +54,6 @@ _OUTPUT = flags.DEFINE_string(
 EXPORTABLE_MODES = ("whitespace", "segmented", "chinese_chars")
 CHUNK = 1000  # elmo_tf.prepare's chunk of lines.
 MAX_LISTED_DIFFERENCES = 5
-
-
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
 
 
 # === Corpora ===
@@ -224,7 +215,7 @@ def main(argv):
           timespec="seconds"),
       "machine": {
           "cpu_count": os.cpu_count(),
-          "cpu_model": _cpu_model(),
+          "cpu_model": machine.cpu_model(),
           "load_average_at_end": os.getloadavg(),
           "platform": platform.platform(),
           "python": platform.python_version(),

@@ -34,6 +34,8 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
+from bench import machine
+
 from elmo_tf import config as config_lib
 from elmo_tf import export as export_lib
 from elmo_tf import hdf5_weights
@@ -58,18 +60,6 @@ SMALL_OPTIONS = {
                  "n_highway": 1, "embedding": {"dim": 16},
                  "n_characters": 262, "max_characters_per_token": 50},
 }
-
-
-def cpu_model() -> str:
-  try:
-    output = subprocess.run(["lscpu"], capture_output=True, text=True,
-                            check=False).stdout
-  except OSError:
-    return platform.processor()
-  for line in output.splitlines():
-    if line.startswith("Model name:"):
-      return line.split(":", 1)[1].strip()
-  return platform.processor()
 
 
 def write_random_pair(directory: str, seed: int = 0) -> tuple[str, str, int]:
@@ -143,7 +133,7 @@ def main(argv):
             timespec="seconds"),
         "command": "python -m bench.import_hdf5_bench",
         "machine": {
-            "cpu_model": cpu_model(),
+            "cpu_model": machine.cpu_model(),
             "cpus": os.cpu_count(),
             "load_average_at_start": os.getloadavg()[0],
             "tensorflow": tf.__version__,

