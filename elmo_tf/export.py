@@ -366,11 +366,7 @@ def _load_float32(model_dir: str):
   backbone.build()
   copy_weights(backbone_weights(model.backbone), backbone_weights(backbone),
                what=f"the weights of {checkpoint}")
-  softmax = SampledSoftmax(config.model.vocab_size,
-                           config.model.n_negative_samples,
-                           training_softmax=config.model.training_softmax,
-                           name="softmax", dtype="float32")
-  softmax.build((None, config.model.lstm.projection_dim))
+  softmax = build_softmax(config.model)
   copy_weights(checkpoints_lib.weights_by_path(model.softmax),
                checkpoints_lib.weights_by_path(softmax),
                what=f"the softmax of {checkpoint}")
@@ -570,19 +566,8 @@ def resave(path: str, out_dir: str) -> str:
   vocab = vocab_lib.Vocabulary.load(os.path.join(path, "assets", VOCAB_ASSET))
   backbone = ElmoBackbone(config.model, name="backbone", dtype="float32")
   backbone.build()
-  restore_weights(path, backbone)
-  softmax = None
-  if info.get("scoring"):
-    softmax = SampledSoftmax(config.model.vocab_size,
-                             config.model.n_negative_samples,
-                             training_softmax=config.model.training_softmax,
-                             name="softmax", dtype="float32")
-    softmax.build((None, config.model.lstm.projection_dim))
-    prefix = os.path.join(path, "variables", "variables")
-    with tf.init_scope():
-      tf.train.Checkpoint(**{
-          _SOFTMAX_WEIGHTS: checkpoints_lib.weights_by_path(softmax)}).read(
-              prefix).expect_partial().assert_existing_objects_matched()
+  softmax = build_softmax(config.model) if info.get("scoring") else None
+  restore_weights(path, backbone, softmax=softmax)
   options = config_lib.ExportConfig(
       trainable_biLM=info["trainable_biLM"], l2_coef=info["l2_coef"],
       do_layer_norm=info["do_layer_norm"], tokenization=info["tokenization"])
@@ -604,16 +589,30 @@ def _read_mix(path: str) -> dict[str, np.ndarray]:
   return values
 
 
+def build_softmax(model_config: config_lib.ModelConfig) -> SampledSoftmax:
+  """A built float32 `SampledSoftmax` of a config (weights to be loaded)."""
+  softmax = SampledSoftmax(model_config.vocab_size,
+                           model_config.n_negative_samples,
+                           training_softmax=model_config.training_softmax,
+                           name="softmax", dtype="float32")
+  softmax.build((None, model_config.lstm.projection_dim))
+  return softmax
+
+
 def restore_weights(path: str, backbone: ElmoBackbone,
-                    scalar_mix: ScalarMix | None = None) -> None:
-  """Loads an exported SavedModel's weights into `backbone` (and the mix).
+                    scalar_mix: ScalarMix | None = None,
+                    softmax: SampledSoftmax | None = None) -> None:
+  """Loads an exported SavedModel's weights into `backbone` (and the mix,
+  and the softmax of an export that has one).
 
   Reads <path>/variables directly (a TF2 checkpoint of the module), so the
-  SavedModel's graph is not loaded. Every backbone weight must be found.
+  SavedModel's graph is not loaded. Every weight asked for must be found.
   """
   objects = {_BILM_WEIGHTS: backbone_weights(backbone)}
   if scalar_mix is not None:
     objects[_MIX_WEIGHTS] = scalar_mix_weights(scalar_mix)
+  if softmax is not None:
+    objects[_SOFTMAX_WEIGHTS] = checkpoints_lib.weights_by_path(softmax)
   prefix = os.path.join(path, "variables", "variables")
   with tf.init_scope():
     status = tf.train.Checkpoint(**objects).read(prefix)

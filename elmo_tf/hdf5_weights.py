@@ -715,14 +715,8 @@ def build_backbone(model_config: config_lib.ModelConfig) -> ElmoBackbone:
   return backbone
 
 
-def build_softmax(model_config: config_lib.ModelConfig) -> SampledSoftmax:
-  """A built float32 `SampledSoftmax` of a config (weights to be loaded)."""
-  softmax = SampledSoftmax(model_config.vocab_size,
-                           model_config.n_negative_samples,
-                           training_softmax=model_config.training_softmax,
-                           name="softmax", dtype="float32")
-  softmax.build((None, model_config.lstm.projection_dim))
-  return softmax
+# A built float32 softmax of a config (weights to be loaded).
+build_softmax = export_lib.build_softmax
 
 
 def import_hdf5(options_path: str, weights_path: str, out_dir: str,
@@ -801,16 +795,6 @@ def import_hdf5(options_path: str, weights_path: str, out_dir: str,
       source=os.path.basename(weights_path))
 
 
-def _restore_softmax(saved_model: str, softmax: SampledSoftmax) -> None:
-  # The object-graph name export.save_module gives the softmax weights.
-  prefix = os.path.join(saved_model, "variables", "variables")
-  objects = {export_lib._SOFTMAX_WEIGHTS:  # pylint: disable=protected-access
-             checkpoints_lib.weights_by_path(softmax)}
-  with tf.init_scope():
-    tf.train.Checkpoint(**objects).read(prefix).expect_partial(
-    ).assert_existing_objects_matched()
-
-
 def load_model(path: str, with_softmax: bool = False):
   """(ModelConfig, Vocabulary, float32 backbone, softmax or None) of a
   SavedModel written by elmo_tf or of a training run (latest checkpoint).
@@ -823,14 +807,13 @@ def load_model(path: str, with_softmax: bool = False):
     vocab = vocab_lib.Vocabulary.load(
         os.path.join(path, "assets", export_lib.VOCAB_ASSET))
     backbone = build_backbone(config.model)
-    export_lib.restore_weights(path, backbone)
     softmax = None
     if with_softmax:
       if not info.get("scoring"):
         raise FormatError(f"{path} was exported without its softmax; export "
                           "the training run (--model_dir) instead.")
       softmax = build_softmax(config.model)
-      _restore_softmax(path, softmax)
+    export_lib.restore_weights(path, backbone, softmax=softmax)
     return config.model, vocab, backbone, softmax
   policy = keras.mixed_precision.global_policy()
   try:
