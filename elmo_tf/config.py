@@ -135,6 +135,15 @@ class LSTMConfig(_JsonMixin):
   forget_bias: float = 1.0
   # Residual connection around every LSTM layer except the first (bilm-tf).
   use_residual: bool = True
+  # Speed only (same math): when the number of time steps is fixed when the
+  # graph is built (stream-mode training windows of data.unroll_steps) and
+  # at most this, the recurrence is unrolled into straight-line ops instead
+  # of a tf.while_loop, saving the loop's and its gradient's per-step
+  # overhead (TensorArray reads/writes, stack pushes/pops), which dominates
+  # at small batch x cell sizes on CPU. Graph size and tracing time grow
+  # with the steps unrolled, hence the limit; sentence buckets and exported
+  # signatures have dynamic lengths and always loop. 0: never unroll.
+  static_unroll_max_steps: int = 64
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from elmo_tf import config as config_lib
 from elmo_tf.layers.projected_lstm import ProjectedLSTM
 
 
@@ -179,11 +180,138 @@ class ProjectedLSTMTest(tf.test.TestCase):
     self.assertAllEqual(results[0].numpy()[~self.mask],
                         np.zeros((int((~self.mask).sum()), self.input_dim)))
 
+  # === Unrolled recurrence (static number of steps) vs tf.while_loop ===
+
+  def _layer_pair(self):
+    """(unrolled, looping): the same weights, only the recurrence differs."""
+    unrolled = self._make_layer(static_unroll_max_steps=self.time)
+    looping = ProjectedLSTM(cell_dim=self.cell_dim,
+                            projection_dim=self.projection_dim,
+                            cell_clip=0.8, projection_clip=0.25,
+                            forget_bias=1.0, static_unroll_max_steps=0,
+                            name="lstm")
+    looping.build((None, None, self.input_dim))
+    looping.set_weights(unrolled.get_weights())
+    return unrolled, looping
+
+  def _masks(self):
+    right = self.mask  # (batch, time): sentences.
+    # Left padding, as at the start of a stream epoch.
+    left = np.arange(self.time)[None, :] >= (self.time - self.lengths[:, None])
+    return {"none": None, "right": right, "left": left}
+
+  def _outputs_and_gradients(self, layer, mask, initial_state, go_backwards):
+    """Outputs, final state and d loss / d (inputs, weights, initial state)."""
+    x = tf.constant(self.x)
+    h0, c0 = (tf.constant(self.h0), tf.constant(self.c0))
+    rng = np.random.default_rng(7)
+    # Random weights on every output so that no gradient cancels by symmetry.
+    w_out = tf.constant(rng.normal(
+        size=(self.batch, self.time, self.projection_dim)).astype(np.float32))
+    w_h = tf.constant(rng.normal(size=self.h0.shape).astype(np.float32))
+    w_c = tf.constant(rng.normal(size=self.c0.shape).astype(np.float32))
+    with tf.GradientTape() as tape:
+      tape.watch([x, h0, c0])
+      outputs, (h, c) = layer(
+          x, mask=None if mask is None else tf.constant(mask),
+          initial_state=(h0, c0) if initial_state else None,
+          go_backwards=go_backwards)
+      loss = (tf.reduce_sum(outputs * w_out) + tf.reduce_sum(h * w_h)
+              + tf.reduce_sum(c * w_c))
+    sources = [x, layer.kernel, layer.bias, layer.projection]
+    if initial_state:
+      sources += [h0, c0]
+    return [outputs, h, c] + tape.gradient(loss, sources)
+
+  def test_unrolled_matches_while_loop_with_gradients(self):
+    unrolled, looping = self._layer_pair()
+    names = ["outputs", "h", "c", "d_inputs", "d_kernel", "d_bias",
+             "d_projection", "d_h0", "d_c0"]
+    for mask_name, mask in self._masks().items():
+      for go_backwards in (False, True):
+        for initial_state in (False, True):
+          with self.subTest(mask=mask_name, go_backwards=go_backwards,
+                            initial_state=initial_state):
+            got = self._outputs_and_gradients(unrolled, mask, initial_state,
+                                              go_backwards)
+            want = self._outputs_and_gradients(looping, mask, initial_state,
+                                               go_backwards)
+            self.assertLen(got, len(want))
+            for name, a, b in zip(names, got, want):
+              self.assertIsNotNone(a, name)
+              self.assertGreater(float(tf.reduce_max(tf.abs(b))), 0.0, name)
+              self.assertAllClose(a, b, atol=1e-6, rtol=1e-6, msg=name)
+
+  def test_unrolled_matches_while_loop_in_tf_function(self):
+    # The compiled step of training: static time, gradients in a graph.
+    unrolled, looping = self._layer_pair()
+    mask = tf.constant(self._masks()["left"])
+
+    def make(layer):
+      @tf.function
+      def run(x, h0, c0):
+        with tf.GradientTape() as tape:
+          tape.watch([x, h0, c0])
+          outputs, (h, c) = layer(x, mask=mask, initial_state=(h0, c0),
+                                  go_backwards=True)
+          loss = tf.reduce_sum(outputs ** 2) + tf.reduce_sum(h * c[:, :1])
+        return [outputs, h, c] + tape.gradient(
+            loss, [x, h0, c0] + layer.trainable_variables)
+      return run
+
+    args = (tf.constant(self.x), tf.constant(self.h0), tf.constant(self.c0))
+    for a, b in zip(make(unrolled)(*args), make(looping)(*args)):
+      self.assertAllClose(a, b, atol=1e-6, rtol=1e-6)
+
+  def _while_ops(self, layer, x_spec, mask_spec=None, go_backwards=False):
+    """The While ops of a tf.function (forward and gradient) over `layer`."""
+    @tf.function
+    def run(x, mask=None):
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        outputs, _ = layer(x, mask=mask, go_backwards=go_backwards)
+      return tape.gradient(tf.reduce_sum(outputs), x)
+
+    specs = [x_spec] if mask_spec is None else [x_spec, mask_spec]
+    graph_def = run.get_concrete_function(*specs).graph.as_graph_def()
+    ops = [node.op for node in graph_def.node]
+    # Nested graphs (a loop body, the gradient's loop) count too.
+    for function in graph_def.library.function:
+      ops += [node.op for node in function.node_def]
+    return [op for op in ops if op in ("While", "StatelessWhile")]
+
+  def test_static_length_unrolls_and_dynamic_length_loops(self):
+    layer = self._make_layer()  # static_unroll_max_steps from LSTMConfig.
+    self.assertGreaterEqual(layer.static_unroll_max_steps, self.time)
+    static = tf.TensorSpec((None, self.time, self.input_dim), tf.float32)
+    dynamic = tf.TensorSpec((None, None, self.input_dim), tf.float32)
+    for go_backwards in (False, True):
+      self.assertEqual(self._while_ops(layer, static,
+                                       go_backwards=go_backwards), [])
+      self.assertNotEqual(self._while_ops(layer, dynamic,
+                                          go_backwards=go_backwards), [])
+    # A dynamic input whose mask has a static time axis: unrolled.
+    self.assertEqual(self._while_ops(
+        layer, dynamic, tf.TensorSpec((None, self.time), tf.bool)), [])
+    # Longer than the limit, or unrolling turned off: the while loop.
+    short = self._make_layer(static_unroll_max_steps=self.time - 1)
+    self.assertNotEqual(self._while_ops(short, static), [])
+    never = self._make_layer(static_unroll_max_steps=0)
+    self.assertNotEqual(self._while_ops(never, static), [])
+
   def test_config_round_trip(self):
     layer = ProjectedLSTM(cell_dim=9, projection_dim=4, cell_clip=2.0,
-                          projection_clip=0.0, forget_bias=0.5, name="x")
+                          projection_clip=0.0, forget_bias=0.5,
+                          static_unroll_max_steps=0, name="x")
     clone = ProjectedLSTM.from_config(layer.get_config())
     self.assertEqual(clone.get_config(), layer.get_config())
+    self.assertEqual(clone.static_unroll_max_steps, 0)
+    # Configs saved before static_unroll_max_steps existed load with the
+    # default.
+    old = layer.get_config()
+    del old["static_unroll_max_steps"]
+    self.assertEqual(ProjectedLSTM.from_config(old).static_unroll_max_steps,
+                     config_lib.LSTMConfig().static_unroll_max_steps)
     restored = keras.saving.deserialize_keras_object(
         keras.saving.serialize_keras_object(layer))
     self.assertIsInstance(restored, ProjectedLSTM)
@@ -200,12 +328,19 @@ class ProjectedLSTMTest(tf.test.TestCase):
                      ["kernel", "bias", "projection"])
 
   def test_mixed_bfloat16(self):
+    for unroll in (0, self.time):  # While loop, unrolled.
+      with self.subTest(static_unroll_max_steps=unroll):
+        self._check_mixed_bfloat16(unroll)
+
+  def _check_mixed_bfloat16(self, static_unroll_max_steps):
     try:
       keras.mixed_precision.set_global_policy("mixed_bfloat16")
       layer = ProjectedLSTM(cell_dim=self.cell_dim,
                             projection_dim=self.projection_dim,
-                            cell_clip=0.8, projection_clip=0.25)
-      outputs, (h, c) = layer(tf.constant(self.x), mask=tf.constant(self.mask))
+                            cell_clip=0.8, projection_clip=0.25,
+                            static_unroll_max_steps=static_unroll_max_steps)
+      outputs, (h, c) = layer(tf.constant(self.x), mask=tf.constant(self.mask),
+                              go_backwards=True)
     finally:
       keras.mixed_precision.set_global_policy("float32")
     self.assertEqual(layer.kernel.dtype, "float32")

@@ -21,7 +21,14 @@ class ProjectedLSTM(keras.layers.Layer):
   ```
 
   The input part `x @ kernel[:input_dim]` is computed for all steps in one
-  matmul; only `h @ kernel[input_dim:]` runs inside a `tf.while_loop`.
+  matmul; only `h @ kernel[input_dim:]` runs step by step. When the number
+  of steps is known when the graph is built (static shape of `inputs` or
+  `mask`, e.g. stream-mode training windows of `data.unroll_steps`) and is
+  at most `static_unroll_max_steps`, the steps are unrolled in Python: no
+  `tf.while_loop`, no TensorArrays, and a gradient without their per-step
+  stack pushes and pops. Otherwise (dynamic lengths: sentence buckets,
+  exported signatures) the steps run in a `tf.while_loop`. Both paths run
+  the same per-step ops (outputs agree to float rounding).
 
   Padding may be anywhere (right padding in sentences, left padding at the
   start of a stream): at masked steps the state is carried unchanged and
@@ -47,12 +54,14 @@ class ProjectedLSTM(keras.layers.Layer):
     cell_clip: clip value of the cell (0: no clip).
     projection_clip: clip value of the output (0: no clip).
     forget_bias: added to the forget-gate pre-activation at run time.
-    Unset clips and forget bias take their defaults from `LSTMConfig`.
+    static_unroll_max_steps: unroll the recurrence when the number of steps
+      is static and at most this (0: always use the while loop).
+    Unset arguments take their defaults from `LSTMConfig`.
     **kwargs: standard `keras.layers.Layer` arguments.
 
   Call arguments:
     inputs: (batch, time, input_dim).
-    mask: optional (batch, time) bool, right padded.
+    mask: optional (batch, time) bool; padding anywhere (see above).
     initial_state: optional tuple (h (batch, projection_dim),
       c (batch, cell_dim)); zeros by default.
     go_backwards: read each row's real tokens right to left.
@@ -76,6 +85,7 @@ class ProjectedLSTM(keras.layers.Layer):
                cell_clip=None,
                projection_clip=None,
                forget_bias=None,
+               static_unroll_max_steps=None,
                **kwargs):
     super().__init__(**kwargs)
     defaults = config_lib.LSTMConfig()
@@ -88,6 +98,9 @@ class ProjectedLSTM(keras.layers.Layer):
         else projection_clip)
     self.forget_bias = float(
         defaults.forget_bias if forget_bias is None else forget_bias)
+    self.static_unroll_max_steps = int(
+        defaults.static_unroll_max_steps if static_unroll_max_steps is None
+        else static_unroll_max_steps)
     self.input_dim = None
 
   def build(self, input_shape):
@@ -113,28 +126,32 @@ class ProjectedLSTM(keras.layers.Layer):
     return (tf.zeros((batch_size, self.projection_dim), tf.float32),
             tf.zeros((batch_size, self.cell_dim), tf.float32))
 
+  def _unrolled_steps(self, inputs, mask=None):
+    """Number of steps if known at graph-building time and unrolled, else None.
+
+    Read from `inputs` or, when its time axis is unknown (e.g. after a
+    reshape to a dynamic shape upstream), from `mask`.
+    """
+    n_steps = tf.TensorShape(inputs.shape)[1]
+    if n_steps is None and mask is not None:
+      n_steps = tf.TensorShape(mask.shape)[1]
+    if n_steps is None or not 0 < n_steps <= self.static_unroll_max_steps:
+      return None
+    return int(n_steps)
+
   def call(self, inputs, mask=None, initial_state=None, go_backwards=False,
            training=None):
     dtype = self.compute_dtype
     x = tf.cast(inputs, dtype)  # (batch, time, input_dim)
+    if mask is not None:
+      mask = tf.cast(mask, tf.bool)  # (batch, time)
+    static_steps = self._unrolled_steps(x, mask)
     batch_size = tf.shape(x)[0]
-    n_steps = tf.shape(x)[1]
-    if mask is None:
-      mask = tf.ones((batch_size, n_steps), tf.bool)
-    mask = tf.cast(mask, tf.bool)  # (batch, time)
     if initial_state is None:
       initial_state = self.get_initial_state(batch_size)
     h0, c0 = initial_state
     h0 = tf.cast(h0, dtype)  # (batch, projection_dim)
     c0 = tf.cast(c0, dtype)  # (batch, cell_dim)
-
-    if go_backwards:
-      # Reverse the whole time axis, mask included: masked steps carry the
-      # state unchanged, so each row reads its real tokens last to first
-      # wherever its padding is (right padding in sentences, left padding
-      # at the start of a stream), starting from `initial_state`.
-      x = tf.reverse(x, axis=[1])
-      mask = tf.reverse(mask, axis=[1])
 
     kernel = tf.cast(self.kernel, dtype)
     input_kernel = kernel[:self.input_dim]  # (input_dim, 4 * cell)
@@ -149,6 +166,84 @@ class ProjectedLSTM(keras.layers.Layer):
         [tf.zeros((2 * cell,), dtype),
          tf.fill((cell,), tf.constant(self.forget_bias, dtype)),
          tf.zeros((cell,), dtype)], axis=0)  # (4 * cell,) order i, j, f, o
+
+    def step(input_gates_t, keep, h_prev, c_prev):
+      """One step. input_gates_t: (batch, 4 * cell) = x_t @ W_x + b; keep:
+      (batch, 1) bool or None (no padding); h_prev: (batch, projection_dim);
+      c_prev: (batch, cell)."""
+      z = input_gates_t + tf.matmul(h_prev, recurrent_kernel)
+      # One sigmoid over all four gates (j's is unused): fewer ops per step.
+      i, _, f, o = tf.split(tf.sigmoid(z), 4, axis=-1)  # each (batch, cell)
+      j = tf.tanh(z[:, cell:2 * cell])  # (batch, cell)
+      c = f * c_prev + i * j
+      if self.cell_clip:
+        c = tf.clip_by_value(c, -self.cell_clip, self.cell_clip)
+      h = tf.matmul(o * tf.tanh(c), projection)  # (batch, projection_dim)
+      if self.projection_clip:
+        h = tf.clip_by_value(h, -self.projection_clip, self.projection_clip)
+      if keep is None:
+        return h, c
+      return tf.where(keep, h, h_prev), tf.where(keep, c, c_prev)
+
+    if static_steps is not None:
+      outputs, h_final, c_final = self._unrolled(
+          step, x, mask, h0, c0, input_kernel, gate_bias, static_steps,
+          go_backwards)
+    else:
+      outputs, h_final, c_final = self._while_loop(
+          step, x, mask, h0, c0, input_kernel, gate_bias, go_backwards)
+    state = (tf.cast(h_final, tf.float32), tf.cast(c_final, tf.float32))
+    return outputs, state
+
+  def _unrolled(self, step, x, mask, h0, c0, input_kernel, gate_bias,
+                n_steps, go_backwards):
+    """The recurrence as a Python loop over `n_steps` (static) steps.
+
+    Returns (outputs (batch, time, projection_dim), h_final, c_final).
+    """
+    dtype = x.dtype
+    # Input contribution of every step at once, batch major:
+    # (batch, time, 4 * cell), then one slice per step (one Unpack op, whose
+    # gradient is one Pack).
+    input_gates = tf.tensordot(x, input_kernel, axes=1) + gate_bias
+    input_gates = tf.unstack(input_gates, num=n_steps, axis=1)
+    if mask is None:
+      keeps = [None] * n_steps
+    else:
+      keeps = tf.unstack(mask[:, :, None], num=n_steps, axis=1)  # (batch, 1)
+    # go_backwards: read the steps last to first (padding anywhere carries
+    # the state, as in the while loop over the reversed axis) and keep each
+    # output at its own position, so nothing needs reversing.
+    order = range(n_steps - 1, -1, -1) if go_backwards else range(n_steps)
+    h, c = h0, c0
+    outputs = [None] * n_steps
+    for t in order:
+      h, c = step(input_gates[t], keeps[t], h, c)
+      outputs[t] = h
+    outputs = tf.stack(outputs, axis=1)  # (batch, time, projection_dim)
+    if mask is not None:
+      outputs = outputs * tf.cast(mask, dtype)[:, :, None]
+    return outputs, h, c
+
+  def _while_loop(self, step, x, mask, h0, c0, input_kernel, gate_bias,
+                  go_backwards):
+    """The recurrence in a `tf.while_loop` over a dynamic number of steps.
+
+    Returns (outputs (batch, time, projection_dim), h_final, c_final).
+    """
+    dtype = x.dtype
+    batch_size = tf.shape(x)[0]
+    n_steps = tf.shape(x)[1]
+    if mask is None:
+      mask = tf.ones((batch_size, n_steps), tf.bool)  # (batch, time)
+    if go_backwards:
+      # Reverse the whole time axis, mask included: masked steps carry the
+      # state unchanged, so each row reads its real tokens last to first
+      # wherever its padding is (right padding in sentences, left padding
+      # at the start of a stream), starting from `initial_state`.
+      x = tf.reverse(x, axis=[1])
+      mask = tf.reverse(mask, axis=[1])
+
     # Input contribution of every step at once, time major:
     # (time, batch, 4 * cell).
     x_time_major = tf.transpose(x, (1, 0, 2))
@@ -158,29 +253,15 @@ class ProjectedLSTM(keras.layers.Layer):
     # loop linear in time.
     input_gates_ta = tf.TensorArray(
         dtype, size=n_steps,
-        element_shape=tf.TensorShape([None, 4 * cell])).unstack(input_gates)
+        element_shape=tf.TensorShape([None, 4 * self.cell_dim])).unstack(
+            input_gates)
     mask_ta = tf.TensorArray(
         tf.bool, size=n_steps,
         element_shape=tf.TensorShape([None, 1])).unstack(mask_time_major)
 
-    cell_clip = self.cell_clip
-    projection_clip = self.projection_clip
-
-    def step(t, h_prev, c_prev, outputs):
-      # h_prev: (batch, projection_dim), c_prev: (batch, cell)
-      z = input_gates_ta.read(t) + tf.matmul(h_prev, recurrent_kernel)
-      # One sigmoid over all four gates (j's is unused): fewer ops per step.
-      i, _, f, o = tf.split(tf.sigmoid(z), 4, axis=-1)  # each (batch, cell)
-      j = tf.tanh(z[:, cell:2 * cell])  # (batch, cell)
-      c = f * c_prev + i * j
-      if cell_clip:
-        c = tf.clip_by_value(c, -cell_clip, cell_clip)
-      h = tf.matmul(o * tf.tanh(c), projection)  # (batch, projection_dim)
-      if projection_clip:
-        h = tf.clip_by_value(h, -projection_clip, projection_clip)
-      keep = mask_ta.read(t)  # (batch, 1)
-      h_next = tf.where(keep, h, h_prev)
-      c_next = tf.where(keep, c, c_prev)
+    def body(t, h_prev, c_prev, outputs):
+      h_next, c_next = step(input_gates_ta.read(t), mask_ta.read(t), h_prev,
+                            c_prev)
       # Masked steps are zeroed after the loop, in one op.
       outputs = outputs.write(t, h_next)
       return t + 1, h_next, c_next, outputs
@@ -189,15 +270,14 @@ class ProjectedLSTM(keras.layers.Layer):
                              element_shape=tf.TensorShape(
                                  [None, self.projection_dim]))
     _, h_final, c_final, outputs = tf.while_loop(
-        lambda t, *_: t < n_steps, step,
+        lambda t, *_: t < n_steps, body,
         (tf.constant(0), h0, c0, outputs),
         maximum_iterations=n_steps)  # Bounds the loop for XLA.
     outputs = tf.transpose(outputs.stack(), (1, 0, 2))  # (batch, time, proj)
     outputs = outputs * tf.cast(mask, dtype)[:, :, None]
     if go_backwards:
       outputs = tf.reverse(outputs, axis=[1])
-    state = (tf.cast(h_final, tf.float32), tf.cast(c_final, tf.float32))
-    return outputs, state
+    return outputs, h_final, c_final
 
   def compute_mask(self, inputs, mask=None):
     # Outputs are zero at masked steps; no Keras mask is attached to them.
@@ -218,5 +298,6 @@ class ProjectedLSTM(keras.layers.Layer):
         "cell_clip": self.cell_clip,
         "projection_clip": self.projection_clip,
         "forget_bias": self.forget_bias,
+        "static_unroll_max_steps": self.static_unroll_max_steps,
     })
     return config
