@@ -4,6 +4,7 @@
 #   make test    set up, then `bazel test //...`: every test file through pytest
 #   make bench   benchmarks
 #   make downstream  downstream tasks on the shipped models (bench/downstream)
+#   make side-by-side  bilm-tf vs elmo_tf, one sitting (bench/peer; needs $(PEER)/bilm-tf)
 #   make clean   caches and Bazel outputs (keeps .venv and runs/)
 SHELL := /bin/bash
 
@@ -70,6 +71,24 @@ bench: setup
 # thread, about 25 minutes): writes bench/results/downstream.json.
 downstream: setup
 	$(PYTHON) -m bench.downstream.run $(DOWNSTREAM_ARGS)
+
+# Side by side with the original bilm-tf (issue 12; DEVELOPERS.md, "Side by
+# side with bilm-tf"): both trainers and embedders at the same
+# configurations in one sitting (about 25 minutes, estimated, on a quiet
+# 2-core machine; nothing else should run meanwhile). Needs $(PEER)/bilm-tf
+# (7cffee2 + the harness's patch). Writes $(PEER)/results/ (the previous
+# one is moved aside unless SIDE_BY_SIDE_FRESH=0) and
+# bench/results/side_by_side.json, and prints the table. Some stages only:
+# make side-by-side SIDE_BY_SIDE_STAGES="d" SIDE_BY_SIDE_FRESH=0
+PEER ?= /work/peer
+SIDE_BY_SIDE_STAGES ?= prep smoke matmul a b c d
+SIDE_BY_SIDE_FRESH ?= 1
+.PHONY: side-by-side
+side-by-side: setup
+	PEER=$(PEER) FRESH=$(SIDE_BY_SIDE_FRESH) \
+	  SIDE_BY_SIDE_COMMAND='make side-by-side PEER=$(PEER) SIDE_BY_SIDE_STAGES="$(SIDE_BY_SIDE_STAGES)"' \
+	  bash bench/peer/run_side_by_side.sh "$(SIDE_BY_SIDE_STAGES)"
+	$(PYTHON) -m bench.peer.summarize --results=$(PEER)/results
 
 clean:
 	if command -v $(BAZEL) >/dev/null; then $(BAZEL) clean; fi
