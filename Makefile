@@ -3,6 +3,7 @@
 #   make train   train, then evaluate (override TRAIN_ARGS / EVAL_ARGS)
 #   make test    set up, then `bazel test //...`: every test file through pytest
 #   make bench   benchmarks
+#   make profile op time of training steps by category (TensorFlow profiler)
 #   make downstream  downstream tasks on the shipped models (bench/downstream)
 #   make side-by-side  bilm-tf vs elmo_tf, one sitting (bench/peer; needs $(PEER)/bilm-tf)
 #   make clean   caches and Bazel outputs (keeps .venv and runs/)
@@ -32,6 +33,7 @@ TRAIN_ARGS  ?= --corpus=ptb --preset=cpu_small --batching=sentences \
 EVAL_ARGS   ?= --model_dir=$(MODEL_DIR) --split=test \
                --output_json=$(MODEL_DIR)/test_perplexity.json
 BENCH_ARGS  ?=
+PROFILE_ARGS ?=
 DOWNSTREAM_ARGS ?=
 PYTEST_ARGS ?= -q
 BAZEL_TEST_ARGS ?=
@@ -66,6 +68,15 @@ bazel-test:
 
 bench: setup
 	$(PYTHON) -m bench.run_all $(BENCH_ARGS)
+
+# Op time of training steps by category (bench/profile_step.py; default
+# cpu_small, 3 warm-up + 5 profiled steps): writes
+# bench/results/profile_<preset>.json, prints the table for BENCHMARKS.md,
+# and leaves the trace in runs/profile/ for TensorBoard's Profile tab.
+# E.g. make profile PROFILE_ARGS="--preset=cpu_fast --precision=mixed_bfloat16"
+.PHONY: profile
+profile: setup
+	$(PYTHON) -m bench.profile_step $(PROFILE_ARGS)
 
 # Downstream tasks on the shipped models (bench/downstream; one TensorFlow
 # thread, about 25 minutes): writes bench/results/downstream.json.

@@ -15,6 +15,9 @@ BENCHMARKS = (
     # 10,000 fuzzed strings through both signatures of the shipped models.
     ("bench.fuzz_signatures",),
     ("bench.train_bench",),
+    # Where one training step's time goes (cpu_small, 5 profiled steps):
+    # bench/results/profile_cpu_small.json, trace in runs/profile/.
+    ("bench.profile_step",),
     ("bench.embed_bench",),
     # Importing a published-size (`small`) options.json + hdf5 pair.
     ("bench.import_hdf5_bench",),

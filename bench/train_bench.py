@@ -31,6 +31,7 @@ from absl import flags
 from absl import logging
 
 from bench import machine
+from bench import train_config
 
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per configuration.")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first.")
@@ -46,14 +47,6 @@ _PRECISIONS = flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"],
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                        "train.json")
-# Batch geometry per preset: cpu_small as trained here; small as the bilm-tf
-# reference figure in NOTES (batch 32, unroll 20, 1024 negatives).
-GEOMETRY = {
-    "cpu_fast": {"batch_size": 64, "unroll_steps": 20},
-    "cpu_small": {"batch_size": 64, "unroll_steps": 20},
-    "small": {"batch_size": 32, "unroll_steps": 20,
-              "n_negative_samples": 1024},
-}
 
 
 def matmul_flops_per_sec(dtype: str, n: int = 2048, repeats: int = 20) -> float:
@@ -103,24 +96,10 @@ def _batch_shape_stats(trainer, batches: int = 5) -> tuple[float, float]:
 def run_one(preset: str, precision: str, peak: float,
             jit_compile: bool = False) -> dict:
   from bench import flops
-  from elmo_tf import config as config_lib
   from elmo_tf import checkpoints as checkpoints_lib
   from elmo_tf import trainer as trainer_lib
-  preset, _, variant = preset.partition(":")
-  geometry = dict(GEOMETRY[preset])
-  model = config_lib.preset(preset)
-  if variant == "full":
-    model = model.replace(training_softmax="full")
-  elif variant:
-    raise ValueError(f"Unknown preset variant {variant!r} (only 'full').")
-  if "n_negative_samples" in geometry:
-    model = model.replace(n_negative_samples=geometry.pop("n_negative_samples"))
-  config = config_lib.ExperimentConfig(
-      model=model,
-      data=config_lib.DataConfig(corpus="ptb", batching="stream", **geometry),
-      train=config_lib.TrainConfig(max_steps=10**6, eval_every_steps=0,
-                                   mixed_precision=precision,
-                                   jit_compile=jit_compile))
+  config = train_config.experiment_config(preset, precision, jit_compile)
+  preset = preset.partition(":")[0]
   with tempfile.TemporaryDirectory() as model_dir:
     trainer = trainer_lib.make_trainer(config, model_dir)
     for _ in range(_WARMUP.value):
