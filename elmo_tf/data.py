@@ -206,6 +206,11 @@ def _per_replica_batch_size(data_config, input_context):
 def _sentence_dataset(prepared, split, data_config, *, shuffle, seed, repeat,
                       input_context, skip_batches, drop_remainder):
   vocabulary = prepared.vocab
+  # (vocabulary.size + 1, 50) uint16 character ids per word id: the known
+  # tokens of a batch gather rows, only `<UNK>` ones are computed from their
+  # strings (`sentences.token_features`).
+  char_ids_of_id = tf.constant(vocabulary_char_ids(vocabulary),
+                               dtype=tf.uint16)
   files = prepared.files(split)
   batch_size = _per_replica_batch_size(data_config, input_context)
   limit = data_config.max_sentence_length
@@ -259,7 +264,8 @@ def _sentence_dataset(prepared, split, data_config, *, shuffle, seed, repeat,
   def features(tokens):
     # tokens: (batch, time) strings, "" = padding.
     # token_ids, char_ids (batch, time, 50), mask (batch, time).
-    result = sentences_lib.token_features(tokens, vocabulary.lookup(tokens))
+    result = sentences_lib.token_features(tokens, vocabulary.lookup(tokens),
+                                          char_ids_of_id)
     token_ids, mask = result["token_ids"], result["mask"]  # (batch, time)
     zeros = tf.zeros_like(token_ids[:, :1])  # (batch, 1)
     forward = tf.concat([token_ids[:, 1:], zeros], axis=1)  # (batch, time)
@@ -277,11 +283,40 @@ def _sentence_dataset(prepared, split, data_config, *, shuffle, seed, repeat,
 # or evaluation). The token stream depends only on the shards; the ids of
 # its words also on the vocabulary (`PreparedCorpus.with_vocab` gives the
 # same shards another one), so they are cached apart:
-# (directory, split, shard stats) -> (words, stream).
+# (directory, split, shard stats) -> (words, stream, char_ids).
 _token_streams = {}
 # Vocabulary -> {(directory, split, shard stats): word_ids}; an entry goes
 # with its vocabulary.
 _stream_word_ids = weakref.WeakKeyDictionary()
+# Vocabulary -> its `vocabulary_char_ids`.
+_vocabulary_char_ids = weakref.WeakKeyDictionary()
+# Distinct words whose character ids are computed at once (bounds the int32
+# temporaries of `vocab.char_ids` to 65536 x 50 x 4 bytes = 13 MB).
+_CHAR_ID_CHUNK = 65536
+
+
+def vocabulary_char_ids(vocabulary: vocab_lib.Vocabulary) -> np.ndarray:
+  """(vocabulary.size + 1, 50) uint16 character ids of every word id (row 0,
+  padding, all zeros), computed once per vocabulary."""
+  table = _vocabulary_char_ids.get(vocabulary)
+  if table is None:
+    table = _vocabulary_char_ids[vocabulary] = _char_id_table(
+        [""] + list(vocabulary.tokens))
+  return table
+
+
+def _char_id_table(words: list[str]) -> np.ndarray:
+  """`vocab.char_ids(words)` as a (len(words), 50) uint16 array.
+
+  uint16 holds every id exactly (ids < 262) in half the memory of int32:
+  100 bytes per distinct word (800k distinct words: 80 MB; PTB's 10k: 1 MB).
+  """
+  table = np.empty([len(words), vocab_lib.MAX_CHARACTERS_PER_TOKEN],
+                   np.uint16)
+  for start in range(0, len(words), _CHAR_ID_CHUNK):
+    chunk = tf.constant(words[start:start + _CHAR_ID_CHUNK], dtype=tf.string)
+    table[start:start + _CHAR_ID_CHUNK] = vocab_lib.char_ids(chunk).numpy()
+  return table
 
 
 def _shards_key(prepared: prepared_lib.PreparedCorpus, split: str):
@@ -298,11 +333,13 @@ def load_stream(prepared: prepared_lib.PreparedCorpus, split: str):
   """The token stream of `split`, each sentence as `<S> w1 .. wn </S>`.
 
   Returns:
-    (words, word_ids, stream): `words` the distinct strings, `words[0]` = ""
-    (padding); `word_ids` (len(words),) int32 their ids in `prepared.vocab`;
-    `stream` (N,) int32 indices into `words`. Cached in this module: the
-    shards are read once per process, and the ids looked up once per
-    vocabulary.
+    (words, word_ids, stream, char_ids): `words` the distinct strings,
+    `words[0]` = "" (padding, the only empty one); `word_ids` (len(words),)
+    int32 their ids in `prepared.vocab`; `stream` (N,) int32 indices into
+    `words`; `char_ids` (len(words), 50) uint16 `vocab.char_ids(words)`
+    (row 0 all zeros). Cached in this module: the shards are read and the
+    character ids computed once per process, the word ids looked up once
+    per vocabulary.
   """
   key = _shards_key(prepared, split)
   cached = _token_streams.get(key)
@@ -320,20 +357,21 @@ def load_stream(prepared: prepared_lib.PreparedCorpus, split: str):
         stream.append(i)
       stream.append(2)
     cached = _token_streams[key] = (words,
-                                    np.frombuffer(stream, dtype=np.int32))
-  words, stream = cached
+                                    np.frombuffer(stream, dtype=np.int32),
+                                    _char_id_table(words))
+  words, stream, char_ids = cached
   vocabulary = prepared.vocab
   ids_of_vocabulary = _stream_word_ids.setdefault(vocabulary, {})
   word_ids = ids_of_vocabulary.get(key)
   if word_ids is None:
     word_ids = ids_of_vocabulary[key] = vocabulary.lookup(
         tf.constant(words)).numpy().astype(np.int32)
-  return words, word_ids, stream
+  return words, word_ids, stream, char_ids
 
 
 def _stream_dataset(prepared, split, data_config, *, shuffle, seed, repeat,
                     input_context, skip_batches):
-  words, word_ids, stream = load_stream(prepared, split)
+  _, word_ids, stream, char_ids = load_stream(prepared, split)
   n_tokens = len(stream)
   steps = data_config.unroll_steps
   global_batch = data_config.batch_size
@@ -346,8 +384,11 @@ def _stream_dataset(prepared, split, data_config, *, shuffle, seed, repeat,
                      // input_context.num_input_pipelines)
     first_replica = input_context.input_pipeline_id * replicas_here
 
-  words_t = tf.constant(words, dtype=tf.string)  # (n_words,)
-  word_ids_t = tf.constant(word_ids, dtype=tf.int32)  # (n_words,)
+  # Per distinct word (n_words,) int32 word ids and (n_words, 50) uint16
+  # character ids: a batch gathers rows instead of computing character ids
+  # from strings (`sentences.indexed_token_features`).
+  word_ids_t = tf.constant(word_ids, dtype=tf.int32)
+  char_ids_t = tf.constant(char_ids, dtype=tf.uint16)
   stream_t = tf.constant(stream, dtype=tf.int32)  # (N,)
   columns = tf.range(steps, dtype=tf.int32)  # (T,)
 
@@ -373,9 +414,6 @@ def _stream_dataset(prepared, split, data_config, *, shuffle, seed, repeat,
     gathered = tf.gather(stream_t, tf.clip_by_value(source, 0, n_tokens - 1))
     return tf.where(valid_source, gathered, 0)  # (rows, T)
 
-  def tokens_of(index_of_word):
-    return tf.gather(words_t, index_of_word)  # (rows, T) strings
-
   def batch(epoch, step, replica):
     start_offset = offset(epoch)
     rows = replica * batch_size + tf.range(batch_size, dtype=tf.int32)
@@ -388,10 +426,11 @@ def _stream_dataset(prepared, split, data_config, *, shuffle, seed, repeat,
       current = window(start_offset, rows, index, 0)  # (rows, T)
       target = window(start_offset, rows, index, shift)  # (rows, T)
       target = tf.where(current > 0, target, 0)
-      # The id / char-id step of elmo_tf.sentences: token_ids, char_ids
-      # (rows, T, 50) and mask (rows, T) ("" = index 0 is padding).
-      packed = sentences_lib.token_features(
-          tokens_of(current), tf.gather(word_ids_t, current))
+      # The id / char-id step of elmo_tf.sentences on the precomputed rows:
+      # token_ids, char_ids (rows, T, 50) int32 and mask (rows, T) ("" =
+      # index 0 is padding).
+      packed = sentences_lib.indexed_token_features(current, char_ids_t,
+                                                    word_ids_t)
       for key, value in packed.items():
         result[prefix + key] = value
       result[target_key] = tf.gather(word_ids_t, target)

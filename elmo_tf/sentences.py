@@ -10,6 +10,10 @@ two can never drift apart:
       char_ids (B, T, 50) int32   bilm-tf character ids ("+1" form)
       mask     (B, T) bool        True at real tokens (incl. <S>, </S>)
       token_ids (B, T) int32      word ids (when a lookup is given)
+    With a table of character ids per word id it takes known words' rows
+    from it (sentence batching); `indexed_token_features` gives the same
+    from indices into distinct tokens whose ids were computed once (stream
+    batching), with no string work per batch.
   * `pack_sentences`: both, for a (B, (n)) RaggedTensor of sentences.
 
 Length limits (where each applies):
@@ -58,7 +62,8 @@ def cut_sentences(tokens: tf.RaggedTensor, limit: int) -> tf.RaggedTensor:
       validate=False)
 
 
-def token_features(tokens: tf.Tensor, token_ids=None) -> dict[str, tf.Tensor]:
+def token_features(tokens: tf.Tensor, token_ids=None,
+                   char_id_table=None) -> dict[str, tf.Tensor]:
   """Model inputs of padded tokens.
 
   Args:
@@ -66,15 +71,60 @@ def token_features(tokens: tf.Tensor, token_ids=None) -> dict[str, tf.Tensor]:
       `<S>`/`</S>` where sentences are meant).
     token_ids: (B, T) int32 word ids of `tokens` (0 at padding), or None for
       a character-only model.
+    char_id_table: optional, with `token_ids`: (n_ids, 50) `vocab.char_ids`
+      of the token of every word id of the same vocabulary (row 0 all
+      zeros), in any integer dtype that holds ids < 262 (uint16 halves the
+      memory). Tokens with an id take its row; tokens mapped to `<UNK>`
+      (unknown words, whose characters differ) are computed from their
+      strings, so the result is the same as without it, with less string
+      work per batch.
 
   Returns:
     {"char_ids": (B, T, 50) int32, "mask": (B, T) bool} plus "token_ids"
     when given.
   """
-  features = {
-      "char_ids": vocab_lib.char_ids(tokens),  # (B, T, 50)
-      "mask": tf.not_equal(tokens, ""),  # (B, T)
-  }
+  if char_id_table is None:
+    char_ids = vocab_lib.char_ids(tokens)  # (B, T, 50)
+  else:
+    token_ids = tf.cast(token_ids, tf.int32)
+    # (B, T, 50) rows of the word ids, then the (n_unk, 2) positions of
+    # <UNK> ids overwritten with the characters of their strings.
+    by_id = tf.cast(tf.gather(char_id_table, token_ids), tf.int32)
+    unknown = tf.where(tf.equal(token_ids, vocab_lib.UNK_ID))
+    char_ids = tf.tensor_scatter_nd_update(
+        by_id, unknown, vocab_lib.char_ids(tf.gather_nd(tokens, unknown)))
+  return _features(char_ids, tf.not_equal(tokens, ""),  # (B, T)
+                   token_ids)
+
+
+def indexed_token_features(indices: tf.Tensor, char_id_table: tf.Tensor,
+                           token_id_table: tf.Tensor) -> dict[str, tf.Tensor]:
+  """`token_features` of tokens given as indices into a list of distinct
+  tokens whose character ids and word ids were computed once.
+
+  Equal to `token_features(tf.gather(tokens, indices),
+  tf.gather(token_id_table, indices))` when `char_id_table` is
+  `vocab.char_ids(tokens)` (any integer dtype holding ids < 262, such as
+  uint16) and `tokens[0]` = "" is the only empty token, with no string work
+  per batch.
+
+  Args:
+    indices: (B, T) int32 indices into the distinct tokens, 0 = padding.
+    char_id_table: (n_distinct, 50) character ids of the distinct tokens.
+    token_id_table: (n_distinct,) int32 their word ids (0 at index 0).
+
+  Returns:
+    {"char_ids": (B, T, 50) int32, "mask": (B, T) bool, "token_ids":
+    (B, T) int32}.
+  """
+  # (B, T, 50) int32, cast after the gather (the table may be uint16).
+  char_ids = tf.cast(tf.gather(char_id_table, indices), tf.int32)
+  return _features(char_ids, tf.not_equal(indices, 0),  # (B, T)
+                   tf.gather(token_id_table, indices))
+
+
+def _features(char_ids, mask, token_ids) -> dict[str, tf.Tensor]:
+  features = {"char_ids": char_ids, "mask": mask}
   if token_ids is not None:
     features["token_ids"] = tf.cast(token_ids, tf.int32)
   return features

@@ -1,5 +1,6 @@
 """Tests for elmo_tf.data: targets, stream windows, coverage, determinism,
-the stream cache."""
+the stream cache, character ids looked up per word equal those computed from
+strings."""
 
 import collections
 import os
@@ -16,6 +17,7 @@ from elmo_tf import config as config_lib
 from elmo_tf import data
 from elmo_tf import prepare
 from elmo_tf import prepared_corpus
+from elmo_tf import sentences as sentences_lib
 from elmo_tf import vocab as vocab_lib
 
 LONG_TOKEN = "y" * 60  # Longer than the 48 bytes a token can hold.
@@ -326,12 +328,13 @@ class StreamCacheTest(DataTestBase):
           np.testing.assert_array_equal(a[key], b[key])
       # Another vocabulary: the same stream, other ids.
       small = vocab_lib.Vocabulary(["<S>", "</S>", "<UNK>", "cat"])
-      words, ids, stream = data.load_stream(corpus, "train")
-      small_words, small_ids, small_stream = data.load_stream(
+      words, ids, stream, chars = data.load_stream(corpus, "train")
+      small_words, small_ids, small_stream, small_chars = data.load_stream(
           corpus.with_vocab(small), "train")
       self.assertEqual(read.call_count, 1)
       self.assertIs(small_words, words)
       self.assertIs(small_stream, stream)
+      self.assertIs(small_chars, chars)
       self.assertEqual(ids.tolist(),
                        [0] + [corpus.vocab.token_to_id(w) for w in words[1:]])
       self.assertEqual(small_ids.tolist(), [0, vocab_lib.BOS_ID,
@@ -351,9 +354,91 @@ class StreamCacheTest(DataTestBase):
     # The directory prepared again from other text: a new stream.
     changed = self._prepare("cached", lines[:5])
     self.assertEqual(changed.directory, corpus.directory)
-    _, _, new_stream = data.load_stream(changed, "train")
+    _, _, new_stream, _ = data.load_stream(changed, "train")
     self.assertEqual(len(new_stream),
                      sum(len(s) + 2 for s in self.sentences[:5]))
+
+
+class CharIdLookupTest(DataTestBase):
+  """Both modes gather precomputed character ids (per distinct stream word,
+  per word id); the batches must equal `sentences.token_features` of the
+  strings."""
+
+  # Multi-byte UTF-8, literal sentence markers, and words longer than 48
+  # bytes, cut at byte 48 on a character boundary and inside one.
+  UNICODE_WORDS = ["naïve", "日本語", "😀x", "<S>", "</S>", "<UNK>",
+                   "é" * 30, "a" + "日" * 20, "z" * 49, "q" * 48]
+
+  def _corpus(self, name):
+    rng = random.Random(1)
+    pool = self.UNICODE_WORDS + WORDS[:5]
+    lines = [" ".join(rng.choice(pool) for _ in range(rng.randint(1, 7)))
+             for _ in range(19)]
+    text = os.path.join(self.tmp, f"{name}.txt")
+    with open(text, "w", encoding="utf-8") as f:
+      f.write("".join(line + "\n" for line in lines))
+    # valid: words missing from the vocabulary (<UNK> ids, own characters).
+    valid = os.path.join(self.tmp, f"{name}_valid.txt")
+    with open(valid, "w", encoding="utf-8") as f:
+      f.write("naïve zèbre 未知 " + "ü" * 40 + " <UNK>\nthe\n")
+    return prepare.prepare_corpus(
+        f"train={text};valid={valid}", "whitespace",
+        os.path.join(self.tmp, name), lines_per_shard=7, max_vocab=12)
+
+  def test_stream_features_equal_those_of_the_strings(self):
+    corpus = self._corpus("unicode_stream")
+    for split in ("train", "valid"):
+      words, word_ids, stream, _ = data.load_stream(corpus, split)
+      self.assertEqual(words[0], "")
+      self.assertTrue(any(len(w.encode()) > 48 for w in words), split)
+      config = self.config(batching="stream", batch_size=3, unroll_steps=4)
+      batches = self.batches(data.make_dataset(corpus, split, config,
+                                               shuffle=False, seed=0))
+      part, windows = data._stream_geometry(len(stream), 3, 4)
+      self.assertEqual(len(batches), windows)
+      for k, batch in enumerate(batches):
+        for prefix, window in (("", k), ("backward_", windows - 1 - k)):
+          # (3, 4) stream positions of the window; padding past the text.
+          in_part = window * 4 + np.arange(4)
+          position = np.arange(3)[:, None] * part + in_part[None, :]
+          valid = (position < len(stream)) & (in_part < part)[None, :]
+          index = np.where(valid, stream[np.minimum(position,
+                                                    len(stream) - 1)], 0)
+          tokens = np.array(words, dtype=object)[index]  # (3, 4) strings
+          expected = sentences_lib.token_features(
+              tf.constant(tokens.astype(str)), word_ids[index])
+          for key, value in expected.items():
+            got = batch[prefix + key]
+            self.assertEqual(got.dtype, value.dtype.as_numpy_dtype, key)
+            np.testing.assert_array_equal(got, value.numpy(),
+                                          f"{split} {prefix}{key} batch {k}")
+
+  def test_sentence_features_equal_those_of_the_strings(self):
+    corpus = self._corpus("unicode_sentences")
+    table = data.vocabulary_char_ids(corpus.vocab)
+    self.assertIs(data.vocabulary_char_ids(corpus.vocab), table)
+    self.assertEqual(table.dtype, np.uint16)
+    self.assertEqual(table.shape, (corpus.vocab.size + 1, 50))
+    config = self.config(batching="sentences", batch_size=2)
+    from_strings = sentences_lib.token_features
+    make = lambda split: self.batches(data.make_dataset(
+        corpus, split, config, shuffle=False, seed=0))
+    unknown = 0
+    for split in ("train", "valid"):
+      looked_up = make(split)
+      # The same pipeline computing every token's characters from its string.
+      with mock.patch.object(
+          sentences_lib, "token_features",
+          lambda tokens, token_ids, table: from_strings(tokens, token_ids)):
+        computed = make(split)
+      for a, b in zip(looked_up, computed, strict=True):
+        self.assertEqual(sorted(a), sorted(b))
+        for key in a:
+          self.assertEqual(a[key].dtype, b[key].dtype, key)
+          np.testing.assert_array_equal(a[key], b[key], key)
+        unknown += int((a["token_ids"] == vocab_lib.UNK_ID).sum())
+    # The string fallback ran: unknown words, and the literal word <UNK>.
+    self.assertGreater(unknown, 3)
 
 
 if __name__ == "__main__":

@@ -132,6 +132,31 @@ class SentencesTest(unittest.TestCase):
     last_changed = elmo_lib.run_bilm(backbone, changed)["lstm_outputs1"][0, -1]
     self.assertGreater(np.abs(last - last_changed.numpy()).max(), 0.0)
 
+  def test_precomputed_character_ids_equal_those_of_the_strings(self):
+    # Distinct tokens, "" first: multi-byte UTF-8, sentence markers, longer
+    # than 48 bytes (cut on a character boundary and inside one).
+    distinct = ["", "<S>", "</S>", "the", "naïve", "日本語", "é" * 30,
+                "a" + "日" * 20, "<UNK>", "zebras"]
+    vocab = vocab_lib.Vocabulary(["<S>", "</S>", "<UNK>", "the", "naïve",
+                                  "日本語", "é" * 30, "a" + "日" * 20])
+    indices = np.array([[1, 3, 4, 5, 2, 0], [1, 6, 7, 8, 9, 2],
+                        [0, 0, 0, 0, 0, 0]], np.int32)  # (3, 6)
+    tokens = tf.constant(np.array(distinct, dtype=object)[indices].astype(str))
+    token_ids = vocab.lookup(tokens)  # (3, 6); zebras -> <UNK>
+    expected = sentences_lib.token_features(tokens, token_ids)
+    # Per distinct token (stream batching).
+    char_table = tf.cast(vocab_lib.char_ids(distinct), tf.uint16)
+    indexed = sentences_lib.indexed_token_features(
+        indices, char_table, vocab.lookup(tf.constant(distinct)))
+    # Per word id, unknown words from their strings (sentence batching).
+    by_id = tf.cast(vocab_lib.char_ids([""] + vocab.tokens), tf.uint16)
+    looked_up = sentences_lib.token_features(tokens, token_ids, by_id)
+    for features in (indexed, looked_up):
+      self.assertEqual(sorted(features), sorted(expected))
+      for key, value in expected.items():
+        self.assertEqual(features[key].dtype, value.dtype, key)
+        np.testing.assert_array_equal(features[key], value, key)
+
   def test_cut_sentences_pieces(self):
     tokens = tf.ragged.constant([["a"] * 23, [], ["b"] * 10, ["c"]])
     pieces = sentences_lib.cut_sentences(tokens, LIMIT)
