@@ -158,12 +158,18 @@ def read_commands(results: str) -> list[dict]:
 
 
 def read_env(results: str) -> dict:
-  """TensorFlow and bilm-tf facts recorded by the harness's bilm-tf side."""
+  """TensorFlow and bilm-tf facts recorded by the harness's bilm-tf side
+  (else TensorFlow's version from an elmo_tf result)."""
   for path in sorted(glob.glob(os.path.join(results, "[acd]_bilm_*.json"))):
     with open(path, encoding="utf-8") as f:
       env = json.load(f).get("env")
     if env:
       return env
+  for path in sorted(glob.glob(os.path.join(results, "[abcd]_elmo_*.json"))):
+    with open(path, encoding="utf-8") as f:
+      version = json.load(f).get("tf")
+    if version:
+      return {"tensorflow": version}
   return {}
 
 
