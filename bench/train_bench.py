@@ -5,6 +5,23 @@ mixed_bfloat16), and with XLA (`jit_compile`) for `--jit_presets`: builds
 the real Trainer on PTB in stream mode, runs warm-up steps, times `--steps`
 optimizer steps and reports target tokens/s per direction.
 
+Input wait (`--input_wait_presets`): the compiled step reads its batch
+itself (`next(iterator)` inside the `tf.function` of
+`Trainer._make_train_step`), so the time it waits on the pipeline cannot be
+timed apart from Python without changing the trainer. Instead the warm-up
+and timed steps are replayed twice on the same batches, with
+`Trainer.iterator` swapped (the trainer is unchanged): once from the live
+pipeline (seconds_per_step_live_input) and once from those batches cached
+in memory (seconds_per_step_ready_input), which never waits. Both replays
+see only batches (and so shapes, which vary with the distinct tokens of a
+batch) seen before, so caches that depend on shapes favour neither.
+input_wait_share = 1 - ready / live; it includes the pipeline's CPU
+competing with the step (prefetching runs on the same cores), and noise can
+make it slightly negative. input_seconds_per_batch is the pipeline alone (no
+step) producing batches from a fresh iterator. bench/profile_step.py
+measures the wait directly instead (time inside IteratorGetNext, from a
+profiler trace).
+
 MFU = achieved FLOP/s / this machine's matmul FLOP/s in the same precision,
 measured in the same run (a large square matmul). Achieved FLOP/s counts the
 matmul work the step really executes (bench/flops.py): the character encoder
@@ -44,6 +61,12 @@ _JIT_PRESETS = flags.DEFINE_list(
     "(float32).")
 _PRECISIONS = flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"],
                                 "Precisions.")
+_INPUT_WAIT_PRESETS = flags.DEFINE_list(
+    "input_wait_presets", ["cpu_fast"], "Presets whose runs (without XLA) "
+    "also measure the share of step time spent waiting on input (replays "
+    "the warm-up and timed steps 3 more times).")
+# Batches the pipeline alone produces for input_seconds_per_batch.
+_PIPELINE_BATCHES = 200
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                        "train.json")
@@ -93,6 +116,63 @@ def _batch_shape_stats(trainer, batches: int = 5) -> tuple[float, float]:
   return sum(fractions) / len(fractions), sum(widths) / len(widths)
 
 
+def _training_dataset_fn(trainer, cached_batches: int = 0):
+  """The training pipeline of `trainer` from step 0 (`Trainer._dataset_fn`
+  at the start of a run); with `cached_batches`, its first batches cached
+  and repeated."""
+  import tensorflow as tf
+  from elmo_tf import data as data_lib
+
+  def dataset_fn(input_context=None):
+    dataset = data_lib.make_dataset(
+        trainer.prepared, "train", trainer.config.data, shuffle=True,
+        seed=trainer.config.train.seed, repeat=True,
+        input_context=input_context)
+    if cached_batches:
+      dataset = dataset.take(cached_batches).cache().repeat().prefetch(
+          tf.data.AUTOTUNE)
+    return dataset
+  return dataset_fn
+
+
+def _replay(trainer, dataset_fn, untimed: int) -> float:
+  """Seconds per step of _STEPS steps after `untimed` ones, on batches of
+  `dataset_fn` (the trainer reads `trainer.iterator` in every step)."""
+  trainer.iterator = iter(
+      trainer.strategy.distribute_datasets_from_function(dataset_fn))
+  for _ in range(untimed):
+    trainer.train_step()
+  start = time.perf_counter()
+  for _ in range(_STEPS.value):
+    trainer.train_step()
+  return (time.perf_counter() - start) / _STEPS.value
+
+
+def _input_wait(trainer) -> dict:
+  """The share of step time spent waiting on input, and the pipeline alone
+  (see the module docstring). Call after the warm-up and timed steps."""
+  iterator = iter(_training_dataset_fn(trainer)())
+  next(iterator)  # Tracing and tables.
+  start = time.perf_counter()
+  for _ in range(_PIPELINE_BATCHES):
+    next(iterator)
+  input_seconds = (time.perf_counter() - start) / _PIPELINE_BATCHES
+  del iterator
+  warmup, steps = _WARMUP.value, _STEPS.value
+  # Batches warmup .. warmup + steps - 1 again, from the pipeline.
+  live = _replay(trainer, _training_dataset_fn(trainer), warmup)
+  # The same batches from memory: the first pass fills the cache, then the
+  # warm-up batches again.
+  ready = _replay(trainer, _training_dataset_fn(trainer, warmup + steps),
+                  2 * warmup + steps)
+  return {
+      "seconds_per_step_live_input": live,
+      "seconds_per_step_ready_input": ready,
+      "input_wait_share": 1.0 - ready / live,
+      "input_seconds_per_batch": input_seconds,
+  }
+
+
 def run_one(preset: str, precision: str, peak: float,
             jit_compile: bool = False) -> dict:
   from bench import flops
@@ -109,6 +189,9 @@ def run_one(preset: str, precision: str, peak: float,
     for _ in range(_STEPS.value):
       tokens += trainer.train_step()["tokens"]
     seconds = time.perf_counter() - start
+    input_wait = {}
+    if preset in _INPUT_WAIT_PRESETS.value and not jit_compile:
+      input_wait = _input_wait(trainer)
     if jit_compile:  # Every token, every character slot (static shapes).
       encoded_fraction, width = 2.0, None
     else:
@@ -136,6 +219,8 @@ def run_one(preset: str, precision: str, peak: float,
       "achieved_flops_per_sec": achieved,
       "matmul_flops_per_sec": peak,
       "mfu": achieved / peak,
+      # See the module docstring; only for --input_wait_presets.
+      **input_wait,
   }
 
 
@@ -154,7 +239,9 @@ def main(argv):
     print(f"{preset:10s} {precision:15s} {'xla' if jit_compile else '':3s} "
           f"{row['target_tokens_per_sec_per_direction']:8.0f} tok/s/dir  "
           f"{row['achieved_flops_per_sec'] / 1e9:6.1f} GFLOP/s  "
-          f"MFU {row['mfu']:.0%}", flush=True)
+          f"MFU {row['mfu']:.0%}"
+          + (f"  input wait {row['input_wait_share']:.1%}"
+             if "input_wait_share" in row else ""), flush=True)
   cpu = machine.cpu_model()
   result = {
       "benchmark": "train",
