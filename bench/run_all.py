@@ -24,6 +24,13 @@ BENCHMARKS = (
     # Batch-1 latency is lower with small ops run inline.
     ("bench.embed_bench", "--intra_op_threads=1",
      "--output=bench/results/embed_intra1.json"),
+    # Issue 12: sampled-softmax step time at 10k, 100k and 800k words
+    # (cpu_small, 8192 negatives; synthetic Zipf corpora, one process per
+    # size): bench/results/softmax_scale.json.
+    ("bench.softmax_scale_bench",),
+    # Issue 12: 2 MultiWorkerMirroredStrategy workers on 127.0.0.1 against 1
+    # (cpu_fast); on one small machine it measures overhead, not scaling.
+    ("bench.multiworker_bench",),
 )
 
 
