@@ -32,7 +32,10 @@ class ElmoEmbedding(keras.layers.Layer):
   (Keras propagates `layer.trainable = ...` to sub-layers: setting it to
   True later unfreezes the biLM as well; use `trainable_biLM` instead.)
   The mix's L2 penalty `l2_coef * sum(s ** 2)` is added to the model's
-  losses.
+  losses. The layer runs the character CNN on every distinct token of a
+  batch: it does not use the export's cache of vocabulary-word vectors
+  (`elmo_tf.export`), which fine-tuned or reloaded biLM weights (e.g.
+  `model.load_weights`) would leave stale.
 
   Several mixes from one biLM pass: with `n_mixes=K` (output "elmo" or
   "default") the layer holds K independent scalar mixes, named

@@ -54,6 +54,23 @@ inference head of `elmo_tf.models.elmo`:
   (`trainable_biLM`, `l2_coef`, `do_layer_norm` and `tokenization` are the
   fields of `config.ExportConfig`, where their defaults live.)
 
+The character encoder's cache: a model with a character encoder, exported
+with a frozen biLM (`trainable_biLM=False`, the default), also saves the
+encoder's output for every vocabulary word, computed at export (as AllenNLP
+caches it): `encoder_cache`, a non-trainable (V + 1, P) float32 variable
+(row = word id, row 0 the zero vector of padding; 10,003 x 128 x 4 bytes =
+5.1 MB for PTB's vocabulary), and `encoder_cache_table`, which maps a
+token's character ids (`char_cnn.char_row_keys`) to its row. Every function
+then runs the CNN only on the distinct tokens of a batch that are not in the
+vocabulary, and not at all for a sentence of vocabulary words. An unknown
+word is not looked up as `<UNK>`: it is not in the table, so the CNN gives it
+its own vector; only the literal token "<UNK>" reads `<UNK>`'s row. The
+outputs are those of the CNN (to float32 rounding). With
+`trainable_biLM=True` there is no cache: fine-tuning the biLM through
+`hub.KerasLayer(..., trainable=True)` would leave it stale. (`resave` and
+every export recompute it from the weights; `ElmoEmbedding`, which rebuilds
+the network for Keras 3 training, runs the CNN.)
+
 Inference is stateless: a sentence gives the same vectors whatever else is
 in its batch and however much padding surrounds it.
 
@@ -86,6 +103,7 @@ from elmo_tf import checkpoints as checkpoints_lib
 from elmo_tf import config as config_lib
 from elmo_tf import tokenizers as tokenizers_lib
 from elmo_tf import vocab as vocab_lib
+from elmo_tf.layers import char_cnn
 from elmo_tf.layers.scalar_mix import ScalarMix
 from elmo_tf.layers.sampled_softmax import SampledSoftmax
 from elmo_tf.models import elmo as elmo_lib
@@ -103,6 +121,13 @@ FORMAT_VERSION = 1
 _BILM_WEIGHTS = "bilm_weights"
 _MIX_WEIGHTS = "scalar_mix_weights"
 _SOFTMAX_WEIGHTS = "softmax_weights"
+# The character encoder's cache (module docstring): (V + 1, P) vectors and
+# the table of their rows.
+_ENCODER_CACHE = "encoder_cache"
+_ENCODER_CACHE_TABLE = "encoder_cache_table"
+# Vocabulary words encoded per call when the cache is computed: bounds the
+# memory of the convolution windows ((chunk, slots, width x char dim)).
+_CACHE_CHUNK = 1024
 
 # Kept importable from here, where they used to live.
 output_keys = elmo_lib.output_keys
@@ -149,6 +174,32 @@ def _backing_variables(variables: dict) -> dict:
   return {path: _backing_variable(v) for path, v in variables.items()}
 
 
+def encoder_cache(backbone: ElmoBackbone, vocab: vocab_lib.Vocabulary
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The character encoder's output for every vocabulary word.
+
+  Returns:
+    (keys, rows, vectors): `vectors` (V + 1, P) float32, row i the encoder
+    output of word id i (row 0, padding, zero); `keys` (k,) bytes, the
+    `char_cnn.char_row_keys` of the words, and `rows` (k,) int32 their
+    rows, for the lookup table. Words with the same character ids (cut to
+    the same first 48 bytes) have one key, the first word's; their vectors
+    are equal.
+  """
+  encoder = backbone.char_encoder
+  tokens = tf.constant([""] + vocab.tokens)  # Row i: word id i; "" = 0.
+  char_ids = vocab_lib.char_ids(tokens)  # (V + 1, 50)
+  keys = char_cnn.char_row_keys(char_ids).numpy()  # (V + 1,)
+  _, first = np.unique(keys, return_index=True)
+  rows = np.sort(first).astype(np.int32)
+  with tf.init_scope():
+    vectors = [np.zeros((1, encoder.projection_dim), np.float32)]
+    for start in range(1, len(keys), _CACHE_CHUNK):
+      chunk = char_ids[start:start + _CACHE_CHUNK]  # (<= chunk, 50)
+      vectors.append(np.asarray(encoder.encode_rows(chunk), np.float32))
+  return keys[rows], rows, np.concatenate(vectors, axis=0)
+
+
 # === The exported module ===
 
 _TEXT_SPEC = tf.TensorSpec([None], tf.string, name="text")
@@ -183,6 +234,11 @@ class ElmoModule(tf.__internal__.tracking.AutoTrackable):
     assets: {asset file name: path of the file to copy into the SavedModel}.
     softmax: the biLM's built float32 `SampledSoftmax`, or None; with it
       the module has `log_probs` (and the signature of that name).
+
+  With a character encoder and a frozen biLM, the module computes the
+  encoder's cache (module docstring) and attaches it to
+  `backbone.char_encoder` (`set_vector_cache`); the backbone's weights must
+  be final when the module is built.
   """
 
   def __init__(self, backbone, tokenizer, vocab,
@@ -216,6 +272,11 @@ class ElmoModule(tf.__internal__.tracking.AutoTrackable):
     ) if trainable_biLM else untracked["_embed_inference"]
     for name, value in untracked.items():
       object.__setattr__(self, name, value)
+    cache = None
+    if backbone.char_encoder is not None and not trainable_biLM:
+      cache = self._build_encoder_cache(backbone, vocab)
+    if backbone.char_encoder is not None:
+      backbone.char_encoder.set_vector_cache(*(cache or (None, None)))
 
     # === Tracked state ===
     if token_table is not None:
@@ -235,7 +296,7 @@ class ElmoModule(tf.__internal__.tracking.AutoTrackable):
     # Every backbone variable, incl. dropout RNG states that training-mode
     # functions use.
     self.variables = [_backing_variable(v) for v in backbone.variables
-                      ] + mix_variables
+                      ] + mix_variables + ([cache[1]] if cache else [])
     self.trainable_variables = mix_variables + (
         list(getattr(self, _BILM_WEIGHTS).values()) if trainable_biLM else [])
     self.regularization_losses = [
@@ -261,6 +322,20 @@ class ElmoModule(tf.__internal__.tracking.AutoTrackable):
                                           training=training)
     for loss in self.regularization_losses:
       loss.get_concrete_function()
+
+  def _build_encoder_cache(self, backbone, vocab):
+    """(table, vectors variable) of the encoder's cache, tracked as
+    `encoder_cache_table` and `encoder_cache`."""
+    keys, rows, vectors = encoder_cache(backbone, vocab)
+    with tf.init_scope():
+      variable = tf.Variable(vectors, trainable=False, name=_ENCODER_CACHE)
+      table = tf.lookup.StaticHashTable(
+          tf.lookup.KeyValueTensorInitializer(
+              tf.constant(keys, tf.string), tf.constant(rows, tf.int32)),
+          default_value=-1)  # Not cached: the CNN.
+    setattr(self, _ENCODER_CACHE, variable)
+    setattr(self, _ENCODER_CACHE_TABLE, table)
+    return table, variable
 
   def signature_functions(self) -> dict:
     """The concrete functions to save as signatures."""
@@ -464,6 +539,8 @@ def save_module(config: config_lib.ExperimentConfig,
       "projection_dim": backbone.projection_dim,
       "n_layers": backbone.n_layers,
       "scoring": softmax is not None,
+      "encoder_cache": (backbone.char_encoder is not None and
+                        not options.trainable_biLM),
   }
   staging = tempfile.mkdtemp(prefix="elmo_tf_export_")
   try:

@@ -144,7 +144,8 @@ class ExportTest(tf.test.TestCase):
     # The reusable SavedModel API: only s and gamma train by default.
     self.assertCountEqual([v.name for v in self.loaded.trainable_variables],
                           ["scalar_mix/scalar_weights:0", "scalar_mix/gamma:0"])
-    self.assertLen(self.loaded.variables, len(self.backbone.variables) + 2)
+    # The backbone's, s and gamma, and the character encoder's cache.
+    self.assertLen(self.loaded.variables, len(self.backbone.variables) + 3)
     self.assertLen(self.loaded.regularization_losses, 1)
     s = self.loaded.trainable_variables[0]
     self.assertEqual(s.name, "scalar_mix/scalar_weights:0")

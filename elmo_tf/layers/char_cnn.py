@@ -8,6 +8,20 @@ from elmo_tf import vocab
 from elmo_tf.layers.highway import Highway
 
 
+def char_row_keys(char_ids):
+  """One string key per row of character ids, for the vector cache.
+
+  (n, max_characters_per_token) int32 -> (n,) string: the row without its
+  trailing padding-char slots, as UTF-8 code points. Two rows get the same
+  key exactly when they are equal (the rows have a fixed width, so dropping
+  the trailing padding is reversible), so a key identifies what the
+  encoder sees: tokens cut to the same first 48 bytes share one.
+  """
+  rows = tf.RaggedTensor.from_tensor(tf.cast(char_ids, tf.int32),
+                                     padding=vocab.PADDING_CHAR)
+  return tf.strings.unicode_encode(rows, "UTF-8")
+
+
 class _MaxPooledConvolution(keras.layers.Layer):
   """One filter width of the character CNN: valid convolution + max over slots.
 
@@ -77,6 +91,13 @@ class CharacterEncoder(keras.layers.Layer):
     them has the same value, which one such window still provides to the
     max.
 
+  A third shortcut is for inference with frozen weights:
+  `set_vector_cache(table, vectors)` attaches precomputed outputs (e.g.
+  one per vocabulary word, computed at export by `elmo_tf.export`); rows
+  found in `table` are gathered from `vectors` and the network runs only on
+  the others, not at all when every row is cached. The caller keeps the
+  cache consistent with the weights (it is not updated by training).
+
   Weight layout (for conversion from bilm-tf hdf5; `i` = filter index):
   `char_embedding/embeddings` (n_characters, embedding_dim) = `char_embed`
   with a zero row 0 prepended; `cnn_{i}/kernel` (width, embedding_dim, n)
@@ -138,6 +159,8 @@ class CharacterEncoder(keras.layers.Layer):
             f"Filter width {width} exceeds max_characters_per_token="
             f"{self.max_characters_per_token}.")
     self.n_filters = sum(n for _, n in self.filters)
+    # (table, vectors) of `set_vector_cache`; not tracked (not a weight).
+    object.__setattr__(self, "_vector_cache", None)
 
     # === Layers ===
     # bilm-tf: char embedding U(-1, 1); relu convolutions U(-0.05, 0.05),
@@ -217,6 +240,24 @@ class CharacterEncoder(keras.layers.Layer):
     keep = tf.minimum(longest + widest, slots)
     return char_ids[:, :keep]
 
+  def set_vector_cache(self, table, vectors):
+    """Attaches (or with None, None removes) precomputed outputs.
+
+    Args:
+      table: a `tf.lookup` table `char_row_keys(row)` -> int32 row of
+        `vectors`, -1 for rows it does not hold.
+      vectors: (rows, projection_dim) float tensor or variable: what
+        `encode_rows` gives for each cached row (zeros for an all-zero
+        padding row).
+    """
+    cache = None if table is None else (table, vectors)
+    object.__setattr__(self, "_vector_cache", cache)
+
+  @property
+  def vector_cache(self):
+    """(table, vectors) of `set_vector_cache`, or None."""
+    return self._vector_cache
+
   def call(self, inputs):
     char_ids = tf.cast(inputs, tf.int32)  # (..., chars)
     slots = self.max_characters_per_token
@@ -226,12 +267,35 @@ class CharacterEncoder(keras.layers.Layer):
       unique_rows, index = tf.raw_ops.UniqueV2(
           x=flat, axis=[0], out_idx=tf.int32)  # (u, chars), (n,)
       unique_rows = tf.ensure_shape(unique_rows, (None, slots))
-      unique_vectors = self._encode_and_zero_padding(unique_rows)
+      unique_vectors = self._encode_rows_cached(unique_rows)
       vectors = tf.gather(unique_vectors, index)  # (n, projection_dim)
     else:
-      vectors = self._encode_and_zero_padding(flat)  # (n, projection_dim)
+      vectors = self._encode_rows_cached(flat)  # (n, projection_dim)
     out_shape = tf.concat([outer_shape, [self.projection_dim]], axis=0)
     return tf.reshape(vectors, out_shape)  # (..., projection_dim)
+
+  def _encode_rows_cached(self, rows):
+    """rows (n, chars) -> (n, projection_dim): from the vector cache where
+    it has the row, else from the network (padding rows zero)."""
+    if self._vector_cache is None:
+      return self._encode_and_zero_padding(rows)
+    table, cache = self._vector_cache
+    index = table.lookup(char_row_keys(rows))  # (n,) int32, -1: not cached
+    is_cached = index >= 0
+    hits = tf.cast(tf.where(is_cached)[:, 0], tf.int32)  # (h,)
+    misses = tf.cast(tf.where(~is_cached)[:, 0], tf.int32)  # (n - h,)
+    hit_vectors = tf.cast(tf.gather(cache, tf.gather(index, hits)),
+                          self.compute_dtype)  # (h, projection_dim)
+    miss_rows = tf.gather(rows, misses)  # (n - h, chars)
+    # The network only for the rows not cached, and not at all (not even
+    # its ops on empty tensors) when there are none: a sentence of
+    # vocabulary words costs a lookup and a gather.
+    miss_vectors = tf.cond(
+        tf.size(misses) > 0,
+        lambda: self._encode_and_zero_padding(miss_rows),
+        lambda: tf.zeros((0, self.projection_dim), self.compute_dtype))
+    # Back in row order: (n, projection_dim).
+    return tf.dynamic_stitch([hits, misses], [hit_vectors, miss_vectors])
 
   def _encode_and_zero_padding(self, rows):
     # rows: (n, chars)
