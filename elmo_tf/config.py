@@ -196,6 +196,13 @@ class DataConfig(_JsonMixin):
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(_JsonMixin):
   """Optimizer, schedule, checkpoints and summaries (bilm-tf defaults)."""
+  # adagrad | adam | sgd (OPTIMIZERS). adagrad is Keras's formula with the
+  # softmax's and embeddings' sparse gradients applied to their rows only
+  # (elmo_tf/optimizers.py `SparseAdagrad`, duplicate rows summed first, as
+  # the dense gradient and bilm-tf's TF1 Adagrad have them): its step costs
+  # the same at any vocabulary size. sgd is sparse too; adam updates every
+  # row every step (its moments decay), so its step grows with the
+  # vocabulary.
   optimizer: str = "adagrad"
   learning_rate: float = 0.2
   # "constant" (bilm-tf), or decay over the run's total steps from
@@ -235,7 +242,11 @@ class TrainConfig(_JsonMixin):
   #   - some weight's magnitude exceeds `divergence_max_weight` (trained
   #     ELMo weights stay below ~10; a learning rate far too high pushes them
   #     to 1e5 and more within a step, often while the loss is still
-  #     finite); 0 disables.
+  #     finite); 0 disables. Every weight is read on the first step of a
+  #     process; later steps read whole only the variables that every
+  #     update changes, and of the softmax and embeddings (with adagrad or
+  #     sgd on one replica) only the rows the step updated: the other rows
+  #     are as last checked, and the check costs the same at any vocabulary.
   divergence_loss_jump: float = 3.0
   divergence_window_steps: int = 100
   divergence_max_weight: float = 1000.0

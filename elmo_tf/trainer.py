@@ -41,6 +41,7 @@ from elmo_tf import config as config_lib
 from elmo_tf import data as data_lib
 from elmo_tf import distribution as distribution_lib
 from elmo_tf import evaluation as evaluation_lib
+from elmo_tf import optimizers as optimizers_lib
 from elmo_tf import prepare as prepare_lib
 from elmo_tf.layers import sampled_softmax as sampled_softmax_lib
 
@@ -283,6 +284,10 @@ class Trainer:
     # checkpointed.
     self._stop_requested = tf.Variable(0.0, trainable=False,
                                        name="stop_requested")
+    # Sets `_all_weights_checked`: False when the step's weight_max covers
+    # only the rows that sparse updates wrote (`_updated_weights_max`);
+    # then the first step in this process also checks every weight, so
+    # that together they cover all of them.
     self._train_step = self._make_train_step()
     self._stream_state = None
 
@@ -336,11 +341,18 @@ class Trainer:
   def _make_optimizer(self) -> keras.optimizers.Optimizer:
     train = self.config.train
     if train.optimizer == "adagrad":
-      return keras.optimizers.Adagrad(
+      # Keras's Adagrad, but the softmax's and embeddings' IndexedSlices
+      # gradients update only their rows (exactly; see optimizers.py): the
+      # step costs the same at 10k and 800k words.
+      return optimizers_lib.SparseAdagrad(
           learning_rate=train.learning_rate,
           initial_accumulator_value=train.initial_accumulator_value,
           epsilon=1e-10)
     if train.optimizer == "adam":
+      # Dense: Adam's moments decay on every row, touched or not, so each
+      # step reads and writes the whole softmax and its two slots (a "lazy"
+      # Adam that skips untouched rows would be another algorithm). Its
+      # step time grows with the vocabulary.
       return keras.optimizers.Adam(learning_rate=train.learning_rate)
     if train.optimizer == "sgd":
       return keras.optimizers.SGD(learning_rate=train.learning_rate)
@@ -359,6 +371,11 @@ class Trainer:
     clip_norm = self.config.train.clip_norm
     n_replicas = self.strategy.num_replicas_in_sync
     stream = self.config.data.batching == "stream"
+    # Several replicas sum dense gradients (below): every row is updated.
+    rows_only_updates = (n_replicas == 1 and
+                         optimizers_lib.updates_only_gradient_rows(optimizer))
+    # `train_step` adds a check of every weight on the first step.
+    self._all_weights_checked = not rows_only_updates
     gradient_scale = (self.config.train.gradient_loss_scale or
                       float(self.config.data.unroll_steps))
 
@@ -385,7 +402,10 @@ class Trainer:
       grads = tape.gradient(loss, variables)
       if n_replicas > 1:
         # Dense gradients (embedding and softmax rows arrive as
-        # IndexedSlices) so they can be summed and rescaled below.
+        # IndexedSlices) so they can be summed and rescaled below. (This
+        # makes every update, and the weight check below, touch the whole
+        # softmax: with several replicas the step's cost grows with the
+        # vocabulary.)
         grads = [tf.convert_to_tensor(g) for g in grads]
         grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
       grads, grad_norm = tf.clip_by_global_norm(grads, clip_norm)
@@ -402,9 +422,7 @@ class Trainer:
       optimizer.apply_gradients(zip(grads, variables))
       # Read after the update (automatic control dependencies order the
       # reads after the assignments): the divergence guard's weight rule.
-      # NaN propagates through reduce_max.
-      weight_max = tf.reduce_max(tf.stack(
-          [tf.reduce_max(tf.abs(tf.cast(v, tf.float32))) for v in variables]))
+      weight_max = _updated_weights_max(variables, grads, rows_only_updates)
       metrics = {
           "loss": outputs["loss"],
           "forward_loss": outputs["forward_loss"],
@@ -501,6 +519,12 @@ class Trainer:
     if self.config.data.batching == "stream":
       self._stream_state = states
     metrics = {key: float(value) for key, value in metrics.items()}
+    if not self._all_weights_checked:
+      # np.max, not max(): a NaN on either side propagates.
+      metrics["weight_max"] = float(np.max(
+          [metrics["weight_max"], float(_all_weights_max(
+              self.model.trainable_variables))]))
+      self._all_weights_checked = True
     problem = self.divergence_guard.check(
         metrics["loss"], metrics["grad_norm"], metrics["weight_max"])
     if problem:
@@ -625,6 +649,37 @@ class Trainer:
         results["backward_perplexity"], results["average_perplexity"])
     results["step"] = step
     return results
+
+
+def _updated_weights_max(variables, grads, rows_only_updates: bool):
+  """Largest |weight| the step's update can have changed: () float32.
+
+  With an optimizer that changes only the rows of an IndexedSlices
+  gradient (`optimizers.updates_only_gradient_rows`), such a variable is
+  read at those rows only (ResourceGather: the softmax's targets and
+  negatives, not its (vocab_size + 1, dim) matrix); every other variable is
+  read whole. The other rows kept the values an earlier step (or the first
+  step's full check, `_all_weights_max`) checked. NaN propagates through
+  reduce_max.
+  """
+  maxima = []
+  for variable, grad in zip(variables, grads):
+    if rows_only_updates and isinstance(grad, tf.IndexedSlices):
+      rows = tf.gather(variable.value, grad.indices)  # (rows, ...)
+      # A zero in front: the max of no rows would be -inf.
+      maxima.append(tf.reduce_max(tf.concat(
+          [tf.zeros((1,)), tf.reshape(tf.abs(tf.cast(rows, tf.float32)),
+                                      [-1])], 0)))
+    else:
+      maxima.append(tf.reduce_max(tf.abs(tf.cast(variable, tf.float32))))
+  return tf.reduce_max(tf.stack(maxima))
+
+
+@tf.function
+def _all_weights_max(variables):
+  """Largest |weight| of `variables` (NaN if any is NaN): () float32."""
+  return tf.reduce_max(tf.stack(
+      [tf.reduce_max(tf.abs(tf.cast(v, tf.float32))) for v in variables]))
 
 
 def _zero_unless(condition, gradient):

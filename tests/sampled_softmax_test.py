@@ -218,6 +218,32 @@ class SampledSoftmaxTest(tf.test.TestCase):
         layer(self.hidden, self.targets, training=True, seed=seed),
         layer(self.hidden, self.targets, training=True, negatives=drawn))
 
+  def test_sampled_loss_reads_only_the_rows_it_needs(self):
+    # Issue 12: the training step must not read the whole (classes, dim)
+    # kernel (800k x 128 words is 400 MB); its gradients are the gathered
+    # rows (IndexedSlices), which the optimizer applies row by row.
+    layer = self._layer(n_negative_samples=12)
+    classes = self.vocab_size + 1
+
+    @tf.function
+    def loss_and_grads(hidden, targets):
+      with tf.GradientTape() as tape:
+        total = tf.reduce_sum(layer(hidden, targets, training=True,
+                                    seed=tf.constant([3, 4])))
+      return tape.gradient(total, [layer.kernel, layer.bias])
+
+    kernel_grad, bias_grad = loss_and_grads(self.hidden, self.targets)
+    self.assertIsInstance(kernel_grad, tf.IndexedSlices)
+    self.assertIsInstance(bias_grad, tf.IndexedSlices)
+    graph = loss_and_grads.get_concrete_function(
+        self.hidden, self.targets).graph
+    whole = [f"{op.type} {op.name}" for op in graph.get_operations()
+             if any(out.shape.rank and out.shape[0] == classes
+                    for out in op.outputs)]
+    self.assertEqual(whole, [])
+    self.assertIn("ResourceGather",
+                  {op.type for op in graph.get_operations()})
+
   def test_float32_under_mixed_precision(self):
     try:
       keras.mixed_precision.set_global_policy("mixed_bfloat16")

@@ -4,13 +4,16 @@ import glob
 import os
 import tempfile
 import unittest
+from unittest import mock
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from elmo_tf import checkpoints as checkpoints_lib
 from elmo_tf import config as config_lib
 from elmo_tf import evaluation as evaluation_lib
+from elmo_tf import optimizers as optimizers_lib
 from elmo_tf import prepare as prepare_lib
 from elmo_tf import trainer as trainer_lib
 from tests import toy_corpus
@@ -31,6 +34,14 @@ def tiny_config(corpus: str, **train_overrides) -> config_lib.ExperimentConfig:
 
 def _weights(model) -> dict[str, np.ndarray]:
   return {v.path: v.numpy() for v in model.weights}
+
+
+class _DenseAdagrad(keras.optimizers.Adagrad):
+  """Keras's Adagrad on dense gradients: the reference of SparseAdagrad."""
+
+  def update_step(self, gradient, variable, learning_rate):
+    super().update_step(tf.convert_to_tensor(gradient), variable,
+                        learning_rate)
 
 
 class TrainerTest(unittest.TestCase):
@@ -254,6 +265,97 @@ class TrainerTest(unittest.TestCase):
     self.assertEqual(len(sharded.prepared.files("train")), 3)
     self.assertEqual(sharded.prepared.manifest["lines_per_shard"], 50)
 
+  def test_sparse_adagrad_steps_equal_dense_adagrad_steps(self):
+    # The trainer's Adagrad updates only the softmax / embedding rows of
+    # the step (optimizers.SparseAdagrad) and its divergence guard reads
+    # only those rows; Keras's Adagrad on densified gradients, with the
+    # guard reading every weight, gives the same run.
+    config = tiny_config(self.corpus, max_steps=4)
+    config = config.replace(data=config.data.replace(
+        batching="stream", batch_size=4, unroll_steps=8))
+    sparse = trainer_lib.make_trainer(
+        config, os.path.join(self.tmp, "sparse_adagrad"),
+        cache_root=self.cache)
+    self.assertIsInstance(sparse.optimizer, optimizers_lib.SparseAdagrad)
+    train = config.train
+
+    def dense_optimizer(trainer):
+      del trainer
+      return _DenseAdagrad(
+          learning_rate=train.learning_rate,
+          initial_accumulator_value=train.initial_accumulator_value,
+          epsilon=1e-10, name="adagrad")
+
+    with mock.patch.object(trainer_lib.Trainer, "_make_optimizer",
+                           dense_optimizer):
+      dense = trainer_lib.make_trainer(
+          config, os.path.join(self.tmp, "dense_adagrad"),
+          cache_root=self.cache)
+    for step in range(4):
+      got, expected = sparse.train_step(), dense.train_step()
+      for key in ("loss", "grad_norm"):
+        self.assertAlmostEqual(got[key], expected[key],
+                               delta=1e-6 * abs(expected[key]))
+      if step == 0:  # The full check; later only the updated rows.
+        self.assertAlmostEqual(got["weight_max"], expected["weight_max"],
+                               places=6)
+      self.assertLessEqual(got["weight_max"], expected["weight_max"] + 1e-6)
+    for name, value in _weights(dense.model).items():
+      np.testing.assert_allclose(_weights(sparse.model)[name], value,
+                                 rtol=1e-5, atol=1e-6, err_msg=name)
+    got = checkpoints_lib.weights_by_path(sparse.optimizer)
+    expected = checkpoints_lib.weights_by_path(dense.optimizer)
+    self.assertEqual(sorted(got), sorted(expected))
+    for name, value in expected.items():
+      np.testing.assert_allclose(got[name].numpy(), value.numpy(),
+                                 rtol=1e-5, atol=1e-6, err_msg=name)
+
+  def test_step_never_reads_or_writes_the_whole_softmax(self):
+    # Issue 12: the step's cost must not grow with the vocabulary. No op of
+    # the traced step (nested functions included) has an output of the
+    # softmax's (vocab_size + 1, ...) shape: the sampled loss gathers its
+    # rows, SparseAdagrad scatters them, the guard reads them.
+    config = tiny_config(self.corpus, max_steps=2)
+    config = config.replace(data=config.data.replace(
+        batching="stream", batch_size=4, unroll_steps=8))
+    trainer = trainer_lib.make_trainer(
+        config, os.path.join(self.tmp, "no_full_softmax"),
+        cache_root=self.cache)
+    trainer.train_step()
+    classes = trainer.config.model.vocab_size + 1
+    graph = trainer._train_step.get_concrete_function(
+        trainer.iterator, trainer._stream_state).graph
+    found, types = [], set()
+
+    def visit(g):
+      for op in g.get_operations():
+        types.add(op.type)
+        if op.type != "Placeholder" and any(
+            out.shape.rank and out.shape[0] == classes for out in op.outputs):
+          found.append(f"{op.type} {op.name}")
+      for function in getattr(g, "_functions", {}).values():
+        if isinstance(getattr(function, "graph", None), tf.Graph):
+          visit(function.graph)
+
+    visit(graph)
+    self.assertEqual(found, [])
+    self.assertIn("ResourceScatterSub", types)  # The graph was searched.
+
+  def test_guard_checks_every_weight_on_the_first_step(self):
+    # Later steps read only the rows their update wrote; the first step of
+    # a process reads all, so a bad weight in a row the step leaves alone
+    # (restored from a checkpoint, say) is still found.
+    trainer = trainer_lib.make_trainer(
+        tiny_config(self.corpus, max_steps=4),
+        os.path.join(self.tmp, "guard_first"), cache_root=self.cache)
+    kernel = trainer.model.softmax.kernel
+    poisoned = kernel.numpy()
+    poisoned[-1, 0] = 5000.0  # The rarest word's row.
+    kernel.assign(poisoned)
+    with self.assertRaisesRegex(trainer_lib.TrainingError,
+                                r"at step 1: the largest weight magnitude "
+                                r"reached 5000"):
+      trainer.train_step()
 
   def test_jit_compiled_step_matches_the_plain_step(self):
     # Stream batching and the sampled softmax: the negatives are drawn

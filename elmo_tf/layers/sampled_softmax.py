@@ -239,11 +239,15 @@ class SampledSoftmax(keras.layers.Layer):
     classes; true_expected (N,), sampled_expected (S,) float32.
     """
     n = tf.shape(targets)[0]
-    kernel = tf.cast(self.kernel, tf.float32)  # (classes, dim)
-    bias = tf.cast(self.bias, tf.float32)  # (classes,)
     classes = tf.concat([targets, sampled], 0)  # (N + S,)
-    rows = tf.gather(kernel, classes)  # (N + S, dim)
-    row_bias = tf.gather(bias, classes)  # (N + S,)
+    # Only the N + S rows are read (ResourceGather on the tf.Variable behind
+    # the Keras variable; gathering from the Keras variable itself, or
+    # casting it first, would read the whole (classes, dim) matrix every
+    # step), and their gradient stays IndexedSlices of those rows.
+    rows = tf.cast(tf.gather(self.kernel.value, classes),
+                   tf.float32)  # (N + S, dim)
+    row_bias = tf.cast(tf.gather(self.bias.value, classes),
+                       tf.float32)  # (N + S,)
     # Logits corrected by the log expected counts (log Q).
     true_logits = (tf.reduce_sum(hidden * rows[:n], -1) + row_bias[:n]
                    - tf.math.log(true_expected))  # (N,)

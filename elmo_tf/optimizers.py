@@ -1,0 +1,110 @@
+"""Adagrad whose sparse updates cost what the touched rows cost.
+
+The softmax (vocab_size + 1, dim) and the embeddings receive their
+gradients as `tf.IndexedSlices`: only the rows gathered in the step (the
+targets and the sampled negatives; the characters of the batch). Keras 3's
+`Adagrad.update_step` then still works on the whole matrix: it computes
+sqrt(accumulator + epsilon) over every row, and its sparse-by-dense division
+checks the whole divisor for zeros. At 800k words that is several full
+passes over a 400 MB matrix per step, whatever the number of negatives.
+
+Adagrad leaves a row whose gradient is zero exactly as it was (its
+accumulator gains 0, the variable moves by lr * 0 / sqrt(...) = 0), so
+updating only the touched rows is the same algorithm. Adam is not: the
+moments of untouched rows decay every step, so a "lazy" Adam would be
+another optimizer; the trainer keeps Keras's dense Adam.
+"""
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="elmo_tf")
+class SparseAdagrad(keras.optimizers.Adagrad):
+  """`keras.optimizers.Adagrad` with exact row-wise updates for IndexedSlices.
+
+  Dense gradients take Keras's own `update_step`. An `IndexedSlices`
+  gradient (rows `indices` of the variable) is applied to those rows only,
+  with Keras's formula:
+
+    accumulator += g^2
+    variable -= learning_rate * g / sqrt(accumulator + epsilon)
+
+  where g is the dense gradient's row: duplicate indices are summed first,
+  as `tf.convert_to_tensor(gradient)` would. (Keras's own sparse path
+  squares each duplicate separately, so its accumulator gains the sum of
+  squares rather than the square of the sum; `SparseAdagrad` equals Keras's
+  Adagrad on the dense gradient, and TF1's `tf.train.AdagradOptimizer`,
+  which bilm-tf used.) Reads and writes go through `ResourceGather` and
+  `ResourceScatterUpdate`/`ResourceScatterSub`, so a step costs O(touched
+  rows x dim), independent of the number of rows.
+
+  The default name is "adagrad", as Keras's, so that op names (profiles)
+  and variable paths stay those of `keras.optimizers.Adagrad`.
+
+  Args:
+    as `keras.optimizers.Adagrad`.
+
+  Example:
+  ```python
+  embedding = keras.Variable(tf.zeros((1000, 8)))
+  optimizer = SparseAdagrad(learning_rate=0.2, initial_accumulator_value=1.0)
+  optimizer.build([embedding])
+  gradient = tf.IndexedSlices(tf.ones((3, 8)), tf.constant([4, 9, 4]),
+                              tf.constant([1000, 8]))
+  optimizer.apply([gradient], [embedding])  # Rows 4 and 9 only.
+  ```
+  """
+
+  def __init__(self, *args, name=None, **kwargs):
+    super().__init__(*args, name=name or "adagrad", **kwargs)
+
+  def update_step(self, gradient, variable, learning_rate):
+    if not isinstance(gradient, tf.IndexedSlices):
+      return super().update_step(gradient, variable, learning_rate)
+    accumulator = self._accumulators[self._get_variable_index(variable)]
+    # The tf.Variables behind Keras variables: gather / scatter on them read
+    # and write rows in place (a Keras variable would be read whole first).
+    variable = _tf_variable(variable)
+    accumulator = _tf_variable(accumulator)
+    rows, values = deduplicate(gradient)  # (U,), (U, ...)
+    values = tf.cast(values, variable.dtype)
+    lr = tf.cast(learning_rate, variable.dtype)
+    # (U, ...): the rows' accumulators after this step.
+    accumulated = tf.gather(accumulator, rows) + tf.square(values)
+    accumulator.scatter_update(tf.IndexedSlices(accumulated, rows))
+    variable.scatter_sub(tf.IndexedSlices(
+        lr * values / tf.sqrt(accumulated + self.epsilon), rows))
+    return None
+
+
+def deduplicate(gradient: tf.IndexedSlices) -> tuple[tf.Tensor, tf.Tensor]:
+  """(distinct indices (U,), their summed values (U, ...)) of `gradient`.
+
+  The rows of `tf.convert_to_tensor(gradient)` that can be non-zero, summed
+  in the same order (unsorted_segment_sum), so they are bit-equal to it.
+  """
+  rows, positions = tf.unique(gradient.indices)
+  values = tf.math.unsorted_segment_sum(gradient.values, positions,
+                                        tf.shape(rows)[0])
+  return rows, values
+
+
+def updates_only_gradient_rows(optimizer) -> bool:
+  """Whether `optimizer` changes only the rows named by an IndexedSlices
+  gradient (so rows outside it keep their values).
+
+  True for `SparseAdagrad` and for plain SGD (no momentum, no weight decay:
+  Keras applies its sparse update with a scatter); False for Adam, whose
+  moments make every row move, and for anything else.
+  """
+  if getattr(optimizer, "weight_decay", None):
+    return False
+  if isinstance(optimizer, SparseAdagrad):
+    return True
+  return (type(optimizer) is keras.optimizers.SGD  # pylint: disable=unidiomatic-typecheck
+          and not optimizer.momentum)
+
+
+def _tf_variable(variable):
+  return variable.value if isinstance(variable, keras.Variable) else variable
