@@ -18,10 +18,10 @@ import unittest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAINING_MODULES = ("elmo_tf.trainer", "elmo_tf.data", "elmo_tf.prepare",
                     "elmo_tf.corpora", "elmo_tf.evaluation",
-                    "elmo_tf.distribution")
+                    "elmo_tf.distribution", "elmo_tf.optimizers")
 TRAINING_TARGETS = ("//elmo_tf:trainer", "//elmo_tf:data", "//elmo_tf:prepare",
                     "//elmo_tf:corpora", "//elmo_tf:evaluation",
-                    "//elmo_tf:distribution")
+                    "//elmo_tf:distribution", "//elmo_tf:optimizers")
 BUILD_PACKAGES = ("elmo_tf", "elmo_tf/models", "elmo_tf/layers")
 
 
