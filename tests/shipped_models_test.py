@@ -26,9 +26,7 @@ SHIPPED = {
     "peoples_daily_chars": ("chinese_chars", "我们在北京学习中文。iPhone 2018", 12),
 }
 # Models exported with their softmax, hence a `log_probs` signature.
-# savedmodels/ptb was exported before the signature existed, without its
-# softmax (README, Roadmap).
-SCORING = ("peoples_daily_chars",)
+SCORING = ("ptb", "peoples_daily_chars")
 
 
 def _megabytes(path: str) -> float:
@@ -123,6 +121,16 @@ class ShippedModelsTest(tf.test.TestCase):
                        float(out["forward_log_prob"][1]))
     self.assertGreater(float(out["backward_log_prob"][0]),
                        float(out["backward_log_prob"][1]))
+
+  def test_english_model_prefers_the_fluent_order(self):
+    # bench/scoring/stock.txt: the same five words, in order and scrambled.
+    model = tf.saved_model.load(os.path.join(SAVEDMODELS, "ptb"))
+    out = model.signatures["log_probs"](tf.constant(
+        ["the stock market fell sharply", "market the fell sharply stock"]))
+    self.assertAllEqual(out["token_count"], [6, 6])
+    self.assertAllEqual(out["unk_count"], [0, 0])
+    for key in ("forward_log_prob", "backward_log_prob"):
+      self.assertGreater(float(out[key][0]), float(out[key][1]) + 5.0, key)
 
   def test_loads_with_plain_tensorflow(self):
     # Like TF-Hub's ELMo modules: no op library to import first, with
