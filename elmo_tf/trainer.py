@@ -671,15 +671,20 @@ def _updated_weights_max(variables, grads, rows_only_updates: bool):
           [tf.zeros((1,)), tf.reshape(tf.abs(tf.cast(rows, tf.float32)),
                                       [-1])], 0)))
     else:
-      maxima.append(tf.reduce_max(tf.abs(tf.cast(variable, tf.float32))))
+      maxima.append(_abs_max(variable))
   return tf.reduce_max(tf.stack(maxima))
 
 
 @tf.function
 def _all_weights_max(variables):
   """Largest |weight| of `variables` (NaN if any is NaN): () float32."""
-  return tf.reduce_max(tf.stack(
-      [tf.reduce_max(tf.abs(tf.cast(v, tf.float32))) for v in variables]))
+  return tf.reduce_max(tf.stack([_abs_max(v) for v in variables]))
+
+
+def _abs_max(weights):
+  """Largest |weight| of one variable or tensor: () float32 (NaN
+  propagates)."""
+  return tf.reduce_max(tf.abs(tf.cast(weights, tf.float32)))
 
 
 def _zero_unless(condition, gradient):
