@@ -147,16 +147,19 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
   return mean, var ** 0.5
 
 
-def run_encoder(encoder: str, root: str) -> dict:
-  """All stages for one encoder; returns its state (also in state.json)."""
+def _paths(encoder: str, root: str):
   directory = os.path.join(root, encoder)
   os.makedirs(directory, exist_ok=True)
-  state_path = os.path.join(directory, "state.json")
-  state = _state(state_path)
-  log_path = os.path.join(directory, "log.txt")
   recipe = RECIPE + [f"--token_encoder={encoder}"] + _EXTRA_TRAIN_FLAGS.value
-  train = [_python(), "-m", "bin.train"] + recipe
+  return (directory, os.path.join(directory, "state.json"),
+          os.path.join(directory, "log.txt"),
+          [_python(), "-m", "bin.train"] + recipe)
 
+
+def calibrate(encoder: str, root: str) -> None:
+  """Times the encoder's training step (seconds_per_step in state.json)."""
+  directory, state_path, log_path, train = _paths(encoder, root)
+  state = _state(state_path)
   if "seconds_per_step" not in state:
     calibration_dir = os.path.join(directory, "calibration")
     shutil.rmtree(calibration_dir, ignore_errors=True)
@@ -175,6 +178,12 @@ def run_encoder(encoder: str, root: str) -> dict:
                             "cpu": machine.cpu_model()}
     shutil.rmtree(calibration_dir, ignore_errors=True)
     _save_state(state_path, state)
+
+
+def run_encoder(encoder: str, root: str) -> dict:
+  """The stages after calibration; returns the state (also in state.json)."""
+  directory, state_path, log_path, train = _paths(encoder, root)
+  state = _state(state_path)
 
   budget_seconds = _BUDGET_MINUTES.value * 60.0
   max_steps = state.setdefault(
@@ -270,6 +279,11 @@ def main(argv):
   os.makedirs(root, exist_ok=True)
   started = time.perf_counter()
   results = {}
+  # All calibrations first, back to back, so that all run on the same quiet
+  # machine.
+  for encoder in _ENCODERS.value:
+    print(f"== calibrating {encoder}", flush=True)
+    calibrate(encoder, root)
   for encoder in _ENCODERS.value:
     print(f"== {encoder}", flush=True)
     results[encoder] = run_encoder(encoder, root)
