@@ -5,6 +5,7 @@
 #   make bench   benchmarks
 #   make profile op time of training steps by category (TensorFlow profiler)
 #   make downstream  downstream tasks on the shipped models (bench/downstream)
+#   make fusion  the token encoders compared at one training budget (bench/fusion.py)
 #   make side-by-side  bilm-tf vs elmo_tf, one sitting (bench/peer; needs $(PEER)/bilm-tf)
 #   make clean   caches and Bazel outputs (keeps .venv and runs/)
 SHELL := /bin/bash
@@ -82,6 +83,16 @@ profile: setup
 # thread, about 25 minutes): writes bench/results/downstream.json.
 downstream: setup
 	$(PYTHON) -m bench.downstream.run $(DOWNSTREAM_ARGS)
+
+# The token encoders (chars, tokens, concat, sum) trained on People's Daily
+# by character at one budget (quiet-machine minutes each, turned into steps
+# by a calibration), then test perplexity and the Chinese downstream rows
+# layer 0 / weighted sum for each (bench/fusion.py; about 100 minutes at the
+# default 20): writes bench/results/fusion.json; re-running resumes.
+FUSION_ARGS ?=
+.PHONY: fusion
+fusion: setup
+	$(PYTHON) -m bench.fusion $(FUSION_ARGS)
 
 # Side by side with the original bilm-tf (issue 12; DEVELOPERS.md, "Side by
 # side with bilm-tf"): both trainers and embedders at the same
