@@ -297,6 +297,21 @@ def breakdown(times: TraceTimes, steps: int,
              "calls_per_step": op.count / steps}
             for op, category in selected]
 
+  # Within each category, the time per op type (MatMul against the
+  # elementwise ops says whether a faster matmul, e.g. bfloat16 on AMX, can
+  # pay): {category: {op type: {"ms_per_step", "calls_per_step"}}}.
+  by_type: dict[str, dict[str, list[int]]] = {}
+  for op, category in rows:
+    entry = by_type.setdefault(category, {}).setdefault(op.op_type, [0, 0])
+    entry[0] += op.picoseconds
+    entry[1] += op.count
+  op_types = {
+      category: {op_type: {"ms_per_step": ms(ps),
+                           "calls_per_step": count / steps}
+                 for op_type, (ps, count) in sorted(
+                     types.items(), key=lambda item: -item[1][0])}
+      for category, types in by_type.items()}
+
   return {
       "attributed_ms_per_step": ms(total),
       "categories": {
@@ -307,6 +322,7 @@ def breakdown(times: TraceTimes, steps: int,
       "input_pipeline_background_ms_per_step": ms(times.background_input_ps),
       "top_ops": op_rows(rows, top),
       "other_top_ops": op_rows([r for r in rows if r[1] == OTHER], 10),
+      "op_types": op_types,
   }
 
 

@@ -136,6 +136,13 @@ class ReadTraceTest(unittest.TestCase):
     self.assertAlmostEqual(categories[profile_step.OTHER], 10)
     self.assertAlmostEqual(result["attributed_ms_per_step"] * 1e9, 100)
     self.assertEqual(result["other_top_ops"][0]["name"], "outer/call")
+    # Per category, the time per op type.
+    self.assertEqual(list(result["op_types"][profile_step.SOFTMAX]),
+                     ["MatMul"])
+    matmul = result["op_types"][profile_step.SOFTMAX]["MatMul"]
+    self.assertAlmostEqual(matmul["ms_per_step"] * 1e9, 40)
+    self.assertEqual(matmul["calls_per_step"], 1)
+    self.assertIn("Conv2D", result["op_types"][profile_step.CHARACTER_CNN])
     self.assertIn("| softmax | 0.0 | 40.0% |",
                   profile_step.markdown_table(result))
 
