@@ -3,7 +3,9 @@ compared at the same wall-clock budget (issue 10, "the tutorial's fusion").
 
 For each encoder, on People's Daily by character (`chinese_chars`) with the
 recipe of the shipped Chinese model (cpu_small, sentence batching, batch 64,
-Adam 0.002 with a cosine decay to 5%, the exact softmax, dropout 0.1):
+Adam 0.002 with a cosine decay to 5%, the exact softmax, dropout 0.1), or
+with `--corpus=ptb` on PTB with `make train`'s recipe (cpu_fast, stream
+batching 64 x 20, Adam 0.003 with a cosine decay to 5%):
 
 1. calibrate: train `--calibration_steps` steps in a scratch directory and
    time the steps after the first `--calibration_warmup` (TensorBoard event
@@ -12,8 +14,8 @@ Adam 0.002 with a cosine decay to 5%, the exact softmax, dropout 0.1):
    ends when the budget does (the budget becomes a step count, so the
    comparison does not move if the machine is busy later);
 3. evaluate held-out test perplexity (sentence by sentence and stream);
-4. export the SavedModel and run the Chinese downstream tasks' layer-0 and
-   weighted-sum rows on it (bench/downstream, the same classifier and seeds
+4. export the SavedModel and run the downstream tasks of its language
+   (layer-0 and weighted-sum rows) on it (bench/downstream, the same classifier and seeds
    as `make downstream`).
 
 Every stage is skipped when its output exists, so re-running resumes
@@ -54,9 +56,14 @@ _CALIBRATION_WARMUP = flags.DEFINE_integer(
 _RUNS_DIR = flags.DEFINE_string(
     "runs_dir", os.path.join(_REPO, "runs", "fusion"),
     "Where the runs, exports and per-encoder results go.")
+_CORPUS = flags.DEFINE_enum(
+    "corpus", "peoples_daily", ["peoples_daily", "ptb"],
+    "peoples_daily: by character, the shipped Chinese model's recipe; ptb: "
+    "`make train`'s recipe (RECIPES).")
 _DOWNSTREAM_TASKS = flags.DEFINE_list(
-    "downstream_tasks", ["zh_review_sentiment", "zh_pos"],
-    "Downstream tasks (bench/downstream/tasks.py; '' for none).")
+    "downstream_tasks", None,
+    "Downstream tasks (bench/downstream/tasks.py; '' for none). Default: "
+    "the corpus's language's tasks (DOWNSTREAM).")
 _DOWNSTREAM_ROWS = flags.DEFINE_list(
     "downstream_rows", ["layer0", "mix_cached"],
     "Downstream rows (bench/downstream/runner.py).")
@@ -67,14 +74,29 @@ _OUTPUT = flags.DEFINE_string(
     "output", os.path.join(_REPO, "bench", "results", "fusion.json"),
     "Where to write the results (JSON).")
 
-# The shipped Chinese model's recipe (savedmodels/peoples_daily_chars).
-RECIPE = [
-    "--corpus=peoples_daily", "--tokenization=chinese_chars",
-    "--preset=cpu_small", "--batching=sentences", "--batch_size=64",
-    "--optimizer=adam", "--learning_rate=0.002",
-    "--learning_rate_schedule=cosine", "--final_learning_rate_fraction=0.05",
-    "--training_softmax=full", "--dropout=0.1",
-]
+RECIPES = {
+    # The shipped Chinese model's recipe (savedmodels/peoples_daily_chars).
+    "peoples_daily": [
+        "--corpus=peoples_daily", "--tokenization=chinese_chars",
+        "--preset=cpu_small", "--batching=sentences", "--batch_size=64",
+        "--optimizer=adam", "--learning_rate=0.002",
+        "--learning_rate_schedule=cosine",
+        "--final_learning_rate_fraction=0.05", "--training_softmax=full",
+        "--dropout=0.1",
+    ],
+    # `make train`'s recipe (Makefile TRAIN_ARGS), without its step count.
+    "ptb": [
+        "--corpus=ptb", "--preset=cpu_fast", "--batching=stream",
+        "--batch_size=64", "--unroll_steps=20", "--optimizer=adam",
+        "--learning_rate=0.003", "--learning_rate_schedule=cosine",
+        "--final_learning_rate_fraction=0.05",
+    ],
+}
+# Downstream tasks per corpus, and bench/downstream/run's flag for the model.
+DOWNSTREAM = {
+    "peoples_daily": (["zh_review_sentiment", "zh_pos"], "--chinese_model"),
+    "ptb": (["en_movie_polarity"], "--english_model"),
+}
 
 
 def _python() -> str:
@@ -150,7 +172,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def _paths(encoder: str, root: str):
   directory = os.path.join(root, encoder)
   os.makedirs(directory, exist_ok=True)
-  recipe = RECIPE + [f"--token_encoder={encoder}"] + _EXTRA_TRAIN_FLAGS.value
+  recipe = RECIPES[_CORPUS.value] + [f"--token_encoder={encoder}"] + (
+      _EXTRA_TRAIN_FLAGS.value)
   return (directory, os.path.join(directory, "state.json"),
           os.path.join(directory, "log.txt"),
           [_python(), "-m", "bin.train"] + recipe)
@@ -221,13 +244,15 @@ def run_encoder(encoder: str, root: str) -> dict:
     _run([_python(), "-m", "bin.export", f"--model_dir={model_dir}",
           f"--out={export_dir}"], log_path)
 
-  tasks = [t for t in _DOWNSTREAM_TASKS.value if t]
+  default_tasks, model_flag = DOWNSTREAM[_CORPUS.value]
+  tasks = [t for t in (default_tasks if _DOWNSTREAM_TASKS.value is None
+                       else _DOWNSTREAM_TASKS.value) if t]
   downstream_path = os.path.join(directory, "downstream.json")
   if tasks and not os.path.exists(downstream_path):
     _run([_python(), "-m", "bench.downstream.run",
           f"--tasks={','.join(tasks)}",
           f"--rows={','.join(_DOWNSTREAM_ROWS.value)}",
-          f"--chinese_model={export_dir}", f"--output={downstream_path}"],
+          f"{model_flag}={export_dir}", f"--output={downstream_path}"],
          log_path)
   if tasks:
     with open(downstream_path, encoding="utf-8") as f:
@@ -298,7 +323,8 @@ def main(argv):
       "command": shlex.join(["python", "-m", "bench.fusion"] + sys.argv[1:]),
       "machine": {"cpu": machine.cpu_model(), "cpu_count": os.cpu_count()},
       "budget_minutes": _BUDGET_MINUTES.value,
-      "recipe": RECIPE + _EXTRA_TRAIN_FLAGS.value,
+      "corpus": _CORPUS.value,
+      "recipe": RECIPES[_CORPUS.value] + _EXTRA_TRAIN_FLAGS.value,
       "encoders": results,
       "seconds": time.perf_counter() - started,
       "table_markdown": table,
