@@ -87,7 +87,7 @@ downstream: setup
 # The token encoders (chars, tokens, concat, sum) trained on People's Daily
 # by character at one budget (quiet-machine minutes each, turned into steps
 # by a calibration), then test perplexity and the Chinese downstream rows
-# layer 0 / weighted sum for each (bench/fusion.py; about 100 minutes at the
+# layer 0 / weighted sum for each (bench/fusion.py; about 110 minutes at the
 # default 20): writes bench/results/fusion.json; re-running resumes.
 FUSION_ARGS ?=
 .PHONY: fusion
