@@ -40,6 +40,7 @@ from absl import app
 from absl import flags
 
 from bench import machine
+from elmo_tf import checkpoints as checkpoints_lib
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -101,10 +102,6 @@ DOWNSTREAM = {
 }
 
 
-def _python() -> str:
-  return sys.executable
-
-
 def _run(args: list[str], log_path: str) -> float:
   """Runs `args` from the repository root, output to `log_path`; returns
   the wall seconds. Raises with the log's tail when it fails."""
@@ -158,17 +155,22 @@ def _save_state(path: str, state: dict) -> None:
 
 
 def _latest_step(model_dir: str) -> int:
-  steps = [int(p.rsplit("-", 1)[1].split(".")[0])
-           for p in glob.glob(os.path.join(model_dir, "ckpt-*.index"))]
-  return max(steps, default=0)
+  """The highest checkpoint step in `model_dir` (0: none)."""
+  candidates = checkpoints_lib.checkpoint_candidates(model_dir)
+  return checkpoints_lib.checkpoint_step(candidates[0]) if candidates else 0
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-  mean = sum(values) / len(values)
-  if len(values) < 2:
-    return mean, 0.0
-  var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-  return mean, var ** 0.5
+def downstream_summary(downstream: dict) -> dict:
+  """{task: {row: {"mean", "std", "runs"}}} in %, from a bench/downstream
+  results dict (its rows' `test_accuracy` summary and runs)."""
+  summary = {}
+  for task, result in downstream["tasks"].items():
+    for row, row_result in result["rows"].items():
+      accuracy = row_result["test_accuracy"]
+      summary.setdefault(task, {})[row] = {
+          "mean": 100 * accuracy["mean"], "std": 100 * accuracy["std"],
+          "runs": [100 * run["test_accuracy"] for run in row_result["runs"]]}
+  return summary
 
 
 def _paths(encoder: str, root: str):
@@ -178,7 +180,7 @@ def _paths(encoder: str, root: str):
       _EXTRA_TRAIN_FLAGS.value)
   return (directory, os.path.join(directory, "state.json"),
           os.path.join(directory, "log.txt"),
-          [_python(), "-m", "bin.train"] + recipe)
+          [sys.executable, "-m", "bin.train"] + recipe)
 
 
 def calibrate(encoder: str, root: str) -> None:
@@ -231,7 +233,7 @@ def run_encoder(encoder: str, root: str) -> dict:
 
   perplexity_path = os.path.join(directory, "test_perplexity.json")
   if not os.path.exists(perplexity_path):
-    _run([_python(), "-m", "bin.evaluate", f"--model_dir={model_dir}",
+    _run([sys.executable, "-m", "bin.evaluate", f"--model_dir={model_dir}",
           "--split=test", f"--output_json={perplexity_path}"], log_path)
   with open(perplexity_path, encoding="utf-8") as f:
     perplexity = json.load(f)
@@ -243,7 +245,7 @@ def run_encoder(encoder: str, root: str) -> dict:
 
   export_dir = os.path.join(directory, "saved_model")
   if not os.path.exists(os.path.join(export_dir, "saved_model.pb")):
-    _run([_python(), "-m", "bin.export", f"--model_dir={model_dir}",
+    _run([sys.executable, "-m", "bin.export", f"--model_dir={model_dir}",
           f"--out={export_dir}"], log_path)
 
   default_tasks, model_flag = DOWNSTREAM[_RECIPE.value]
@@ -251,21 +253,14 @@ def run_encoder(encoder: str, root: str) -> dict:
                        else _DOWNSTREAM_TASKS.value) if t]
   downstream_path = os.path.join(directory, "downstream.json")
   if tasks and not os.path.exists(downstream_path):
-    _run([_python(), "-m", "bench.downstream.run",
+    _run([sys.executable, "-m", "bench.downstream.run",
           f"--tasks={','.join(tasks)}",
           f"--rows={','.join(_DOWNSTREAM_ROWS.value)}",
           f"{model_flag}={export_dir}", f"--output={downstream_path}"],
          log_path)
   if tasks:
     with open(downstream_path, encoding="utf-8") as f:
-      downstream = json.load(f)
-    state["downstream"] = {}
-    for task, result in downstream["tasks"].items():
-      for row, runs in result["rows"].items():
-        accuracies = [run["test_accuracy"] * 100 for run in runs["runs"]]
-        mean, std = _mean_std(accuracies)
-        state["downstream"].setdefault(task, {})[row] = {
-            "mean": mean, "std": std, "runs": accuracies}
+      state["downstream"] = downstream_summary(json.load(f))
   _save_state(state_path, state)
   return state
 

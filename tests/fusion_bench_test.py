@@ -61,11 +61,18 @@ class FusionBenchTest(unittest.TestCase):
         open(os.path.join(directory, f"ckpt-{step}.index"), "w").close()
       self.assertEqual(fusion._latest_step(directory), 1300)
 
-  def test_mean_and_sample_std(self):
-    self.assertEqual(fusion._mean_std([2.0]), (2.0, 0.0))
-    mean, std = fusion._mean_std([1.0, 2.0, 3.0])
-    self.assertAlmostEqual(mean, 2.0)
-    self.assertAlmostEqual(std, 1.0)
+  def test_downstream_summary_in_percent(self):
+    # The shape bench/downstream/runner.py writes: per row, the runs and
+    # their test_accuracy summary (mean, sample std).
+    downstream = {"tasks": {"zh_pos": {"rows": {"layer0": {
+        "runs": [{"test_accuracy": 0.01}, {"test_accuracy": 0.02},
+                 {"test_accuracy": 0.03}],
+        "test_accuracy": {"mean": 0.02, "std": 0.01, "min": 0.01,
+                          "max": 0.03}}}}}}
+    summary = fusion.downstream_summary(downstream)["zh_pos"]["layer0"]
+    self.assertAlmostEqual(summary["mean"], 2.0)
+    self.assertAlmostEqual(summary["std"], 1.0)
+    self.assertEqual([round(v, 6) for v in summary["runs"]], [1.0, 2.0, 3.0])
 
   def test_table_has_one_row_per_encoder(self):
     results = {"chars": _state(1319, 0.91), "tokens": _state(1514, 0.79,
