@@ -13,6 +13,13 @@ OUT = flags.DEFINE_string(
     "(must not exist). bin/export: the SavedModel (an existing SavedModel "
     "there is replaced; default savedmodels/<basename of --model_dir>).")
 
+VOCAB_FILE = flags.DEFINE_string(
+    "vocab_file", None, "A vocabulary file (one token per line, <S> </S> "
+    "<UNK> first, as a run's vocab.txt) to tokenize the corpus against "
+    "instead of building one from its train split (--min_count and "
+    "--max_vocab are then unused). bin/train --init_from defaults it to the "
+    "source model's.")
+
 
 def resolve_path(path: str) -> str:
   """Resolves `path` against the caller's directory.

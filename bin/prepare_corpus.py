@@ -9,6 +9,8 @@ Usage (from the repository root):
       --corpus='text/shard-*.txt' --tokenization=chinese_chars --out=/data/zh
   .venv/bin/python -m bin.prepare_corpus \
       --corpus='train=a/*.txt;valid=b/dev.txt;test=b/test.txt' --out=/data/x
+  .venv/bin/python -m bin.prepare_corpus --corpus=reviews.txt \
+      --vocab_file=savedmodels/ptb/assets/vocab.txt --out=/data/reviews
 
 The output directory is what `--corpus` of training and evaluation accepts.
 See elmo_tf/corpora.py for corpus names and held-out rules, and
@@ -51,6 +53,7 @@ _LINES_PER_SHARD = flags.DEFINE_integer(
     "lines_per_shard", _DEFAULTS.lines_per_shard, "Sentences per output shard.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Replace --out if it exists.")
+_VOCAB_FILE = flag_utils.VOCAB_FILE  # --vocab_file: a fixed vocabulary.
 
 flags.mark_flags_as_required(["corpus", "out"])
 
@@ -66,7 +69,8 @@ def main(argv):
     prepared = prepare.prepare_corpus(
         corpus, tokenization, out, min_count=_MIN_COUNT.value,
         max_vocab=_MAX_VOCAB.value, on_bad_line=_ON_BAD_LINE.value,
-        lines_per_shard=_LINES_PER_SHARD.value, overwrite=_OVERWRITE.value)
+        lines_per_shard=_LINES_PER_SHARD.value, overwrite=_OVERWRITE.value,
+        vocab_file=flag_utils.resolve_path(_VOCAB_FILE.value or ""))
   except (corpora.CorpusError, prepare.PreparedCorpusError) as e:
     logging.error("%s", e)
     return 1

@@ -4,6 +4,12 @@
   bazel run //bin:train -- --corpus=ptb --preset=tiny --max_steps=100 \
       --model_dir=runs/tiny
 
+Fine-tuning a trained model on new text (the paper's domain transfer;
+bilm-tf's restart.py) starts from its weights, config and vocabulary:
+
+  python -m bin.train --init_from=savedmodels/ptb --corpus=reviews.txt \
+      --model_dir=runs/ptb_reviews --max_steps=500 --learning_rate=0.0005
+
 Re-running the same command resumes from the latest checkpoint in
 --model_dir. Every config value can be overridden with --set, e.g.
 --set=model.lstm.cell_dim=512 --set=train.log_every_steps=10.
@@ -60,6 +66,14 @@ _EXPORT_TRAINABLE_BILM = flags.DEFINE_bool(
     "List every biLM weight in the exported SavedModel's trainable_variables "
     "(full fine-tuning with hub.KerasLayer); bin/export has the other export "
     "options.")
+_INIT_FROM = flags.DEFINE_string(
+    "init_from", None, "Fine-tune: start from the weights of this trained "
+    "model (a SavedModel from bin/export or bin/train, or a --model_dir), "
+    "with its config (architecture and recipe; flags override the recipe) "
+    "and its vocabulary (--vocab_file defaults to it; new words become "
+    "<UNK> targets). The optimizer starts afresh. Read only when "
+    "--model_dir has no checkpoint yet.")
+_VOCAB_FILE = flag_utils.VOCAB_FILE  # --vocab_file: a fixed vocabulary.
 _SET = flags.DEFINE_multi_string(
     "set", [], "Override any config value: dotted.path=JSON_VALUE, e.g. "
     "model.lstm.cell_dim=512 or model.char_cnn.filters=[[1,32],[2,64]].")
@@ -158,25 +172,44 @@ def build_config(model_dir: str) -> config_lib.ExperimentConfig:
   """Saved config (when resuming) or preset, then explicit flags on top."""
   from elmo_tf import checkpoints  # Imports TensorFlow.
   saved = checkpoints.config_path(model_dir)
+  source = None
+  if _INIT_FROM.value:
+    from elmo_tf import warm_start  # Imports TensorFlow.
+    try:
+      source = warm_start.read_source(flag_utils.resolve_path(
+          _INIT_FROM.value))
+    except checkpoints.TrainingError as e:
+      raise app.UsageError(str(e)) from None
   if _CONFIG.value:
     config = config_lib.ExperimentConfig.load(
         flag_utils.resolve_path(_CONFIG.value))
   elif os.path.exists(saved) and not flag_utils.explicitly_set("preset"):
     logging.info("Resuming with the config saved in %s.", saved)
     config = config_lib.ExperimentConfig.load(saved)
+  elif source is not None and not flag_utils.explicitly_set("preset"):
+    # The source's architecture (its weights need it) and recipe; the
+    # corpus, vocabulary and flags below replace what they name.
+    logging.info("Starting from the config of %s.", source.path)
+    config = source.config
   else:
     config = config_lib.ExperimentConfig(
         model=config_lib.preset(_PRESET.value))
   overrides = {}
   if flag_utils.explicitly_set("corpus") or not os.path.exists(saved):
     overrides["data.corpus"] = flag_utils.resolve_corpus(_CORPUS.value)
+  if source is not None:
+    overrides["train.init_from"] = source.path
+    overrides["data.vocab_file"] = source.vocab_path
+  if _VOCAB_FILE.value is not None:
+    overrides["data.vocab_file"] = flag_utils.resolve_path(_VOCAB_FILE.value)
   for name, (path, *_rest) in _SHORTCUTS.items():
     if flag_utils.explicitly_set(name):
       overrides[path] = flags.FLAGS[name].value
   if "data.corpus" in overrides and not flag_utils.explicitly_set(
       "tokenization"):
-    overrides["data.tokenization"] = _corpus_tokenization(
-        overrides["data.corpus"])
+    overrides["data.tokenization"] = (
+        source.config.data.tokenization if source is not None
+        else _corpus_tokenization(overrides["data.corpus"]))
   for item in _SET.value:
     key, sep, value = item.partition("=")
     if not sep:

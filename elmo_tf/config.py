@@ -187,6 +187,12 @@ class DataConfig(_JsonMixin):
   max_sentence_length: int = 100
   min_count: int = 1
   max_vocab: int = 0  # 0: no limit.
+  # A vocabulary file (one token per line, `<S>`, `</S>`, `<UNK>` first) to
+  # use as it is instead of building one from the train split (min_count and
+  # max_vocab then unused). Fine-tuning a trained model on new text
+  # (train.init_from) needs the source model's own, whose rows its softmax
+  # and token embedding have: words outside it become <UNK>.
+  vocab_file: str = ""
   shuffle_buffer: int = 10000
   on_bad_line: str = "error"  # error | skip
   # Sentences per shard written by bin/prepare_corpus.
@@ -228,6 +234,13 @@ class TrainConfig(_JsonMixin):
   checkpoint_every_steps: int = 500
   eval_every_steps: int = 2000
   max_checkpoints_to_keep: int = 3
+  # Fine-tuning: a trained model (a SavedModel written by bin/export, or a
+  # bin/train --model_dir) whose weights start this run instead of random
+  # ones, as bilm-tf's restart.py continues a model on new text (the paper's
+  # domain transfer, section 5). Its model config and vocabulary must be
+  # this run's (data.vocab_file); the optimizer starts afresh. Read only
+  # when the run has no checkpoint yet: a resumed run continues from its own.
+  init_from: str = ""
   # Batches of the validation split used by periodic evaluation (0: all).
   eval_max_batches: int = 200
   # Divergence guard (elmo_tf/trainer.py `DivergenceGuard`). Training stops

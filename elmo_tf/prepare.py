@@ -7,6 +7,7 @@
   valid-00000.txt, ...   spaces (tokens never contain whitespace); empty
   test-00000.txt, ...    lines are dropped
   vocab.txt              bilm-tf format, built from the train split only
+                         (or a copy of a given `vocab_file`)
   manifest.json          what was done: see `prepare_corpus`
 
 Everything is written into a temporary sibling directory
@@ -196,7 +197,9 @@ def prepare_corpus(corpus: str,
                    max_vocab: int = _DEFAULTS.max_vocab,
                    on_bad_line: str = _DEFAULTS.on_bad_line,
                    lines_per_shard: int = _DEFAULTS.lines_per_shard,
-                   overwrite: bool = False) -> prepared_lib.PreparedCorpus:
+                   overwrite: bool = False,
+                   vocab_file: str = _DEFAULTS.vocab_file
+                   ) -> prepared_lib.PreparedCorpus:
   """Tokenizes `corpus` into `out_dir` and builds its vocabulary.
 
   Args:
@@ -214,6 +217,10 @@ def prepare_corpus(corpus: str,
       counts them (with their locations) in the log and the manifest.
     lines_per_shard: sentences per output shard.
     overwrite: replace an existing `out_dir`.
+    vocab_file: a vocabulary file to use as it is (e.g. the vocab.txt of a
+      model to fine-tune) instead of building one; min_count and max_vocab
+      are then unused. Train tokens outside it become <UNK>; the manifest
+      reports their share (`train_coverage`).
 
   Returns:
     The prepared corpus. Its manifest.json holds: `source` (the corpus and how
@@ -232,6 +239,7 @@ def prepare_corpus(corpus: str,
   start_time = time.time()
   tokenizer = _check_arguments(tokenization, min_count, max_vocab, on_bad_line,
                                lines_per_shard)
+  fixed_vocabulary = _read_fixed_vocabulary(vocab_file)
   source = corpora.resolve_corpus(corpus)
   if source.train_is_empty():
     raise corpora.CorpusError(f"Corpus {corpus!r} has no training text.")
@@ -266,9 +274,24 @@ def prepare_corpus(corpus: str,
     def shards(split):
       return [os.path.join(tmp_dir, name) for name in splits[split]["files"]]
 
-    vocabulary = vocab_lib.build_vocabulary(
-        prepared_lib.read_sentences(shards("train")), min_count=min_count,
-        max_size=max_vocab)
+    if fixed_vocabulary is None:
+      vocabulary = vocab_lib.build_vocabulary(
+          prepared_lib.read_sentences(shards("train")), min_count=min_count,
+          max_size=max_vocab)
+      vocabulary_info = {"min_count": min_count, "max_vocab": max_vocab}
+    else:
+      vocabulary = fixed_vocabulary
+      train_coverage = _coverage(vocabulary,
+                                 prepared_lib.read_sentences(shards("train")))
+      vocabulary_info = {
+          "min_count": min_count, "max_vocab": max_vocab,
+          "fixed_from": os.path.abspath(vocab_file),
+          "fixed_sha256": _file_sha256(vocab_file),
+          "train_coverage": train_coverage}
+      logging.info("Fixed vocabulary %s (%d entries): %.2f%% of the %d train "
+                   "tokens are outside it (<UNK>).", vocab_file,
+                   vocabulary.size, 100 * (train_coverage["oov_rate"] or 0),
+                   train_coverage["tokens"])
     vocabulary.save(os.path.join(tmp_dir, prepared_lib.VOCAB_FILE))
     validation = _coverage(vocabulary,
                            prepared_lib.read_sentences(shards("valid")))
@@ -292,8 +315,7 @@ def prepare_corpus(corpus: str,
         "lines_per_shard": lines_per_shard,
         "splits": splits,
         "vocabulary": {"file": prepared_lib.VOCAB_FILE,
-                       "size": vocabulary.size, "min_count": min_count,
-                       "max_vocab": max_vocab},
+                       "size": vocabulary.size, **vocabulary_info},
         "validation": validation,
         "seconds": round(time.time() - start_time, 3),
     }
@@ -307,6 +329,24 @@ def prepare_corpus(corpus: str,
     raise
   logging.info("Prepared %s in %.1f s.", out_dir, manifest["seconds"])
   return prepared_lib.PreparedCorpus.load(out_dir)
+
+
+def _read_fixed_vocabulary(vocab_file: str) -> vocab_lib.Vocabulary | None:
+  """The vocabulary of `vocab_file`, None for ""; a bad file is a
+  CorpusError naming it (checked before any work)."""
+  if not vocab_file:
+    return None
+  if not os.path.isfile(vocab_file):
+    raise corpora.CorpusError(f"Vocabulary file {vocab_file} does not exist.")
+  try:
+    return vocab_lib.Vocabulary.load(vocab_file)
+  except ValueError as e:
+    raise corpora.CorpusError(str(e)) from None
+
+
+def _file_sha256(path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
 
 
 def remove_stale_temporaries(out_dir: str) -> list[str]:
@@ -410,15 +450,18 @@ def summary(prepared: prepared_lib.PreparedCorpus) -> str:
 
 def cache_directory_name(corpus: str, tokenization: str, min_count: int,
                          max_vocab: int, on_bad_line: str,
-                         lines_per_shard: int = _DEFAULTS.lines_per_shard
-                         ) -> str:
+                         lines_per_shard: int = _DEFAULTS.lines_per_shard,
+                         vocab_file: str = _DEFAULTS.vocab_file) -> str:
   """`<corpus name>-<tokenization>-<hash of content and settings>`."""
   source = corpora.resolve_corpus(corpus)
   settings = [source.fingerprint(), tokenization, min_count, max_vocab,
               on_bad_line, prepared_lib.MANIFEST_FORMAT_VERSION]
+  # Each only when set, so caches prepared before it counted stay valid.
   if lines_per_shard != _DEFAULTS.lines_per_shard:
-    # Only when set, so caches prepared before it counted stay valid.
     settings.append(lines_per_shard)
+  if vocab_file:
+    # The content, not the path: a changed file is another vocabulary.
+    settings.append({"vocab_sha256": _file_sha256(vocab_file)})
   key = json.dumps(settings)
   digest = hashlib.sha1(key.encode()).hexdigest()[:10]
   return f"{source.name}-{tokenization}-{digest}"
@@ -445,7 +488,8 @@ def ensure_prepared(data_config: config_lib.DataConfig,
       data_config.corpus, data_config.tokenization,
       cache_root or default_cache_root(), min_count=data_config.min_count,
       max_vocab=data_config.max_vocab, on_bad_line=data_config.on_bad_line,
-      lines_per_shard=data_config.lines_per_shard)
+      lines_per_shard=data_config.lines_per_shard,
+      vocab_file=data_config.vocab_file)
 
 
 def prepare_cached(corpus: str,
@@ -454,7 +498,8 @@ def prepare_cached(corpus: str,
                    min_count: int = _DEFAULTS.min_count,
                    max_vocab: int = _DEFAULTS.max_vocab,
                    on_bad_line: str = _DEFAULTS.on_bad_line,
-                   lines_per_shard: int = _DEFAULTS.lines_per_shard
+                   lines_per_shard: int = _DEFAULTS.lines_per_shard,
+                   vocab_file: str = _DEFAULTS.vocab_file
                    ) -> prepared_lib.PreparedCorpus:
   """Returns a prepared corpus for `corpus`, preparing it on first use.
 
@@ -467,11 +512,12 @@ def prepare_cached(corpus: str,
       one it was prepared with, unless None. For a specification, None means
       `default_tokenization(corpus)`.
     cache_root: where specifications are prepared.
-    min_count, max_vocab, on_bad_line, lines_per_shard: as `prepare_corpus`.
+    min_count, max_vocab, on_bad_line, lines_per_shard, vocab_file: as
+      `prepare_corpus`.
 
   Raises:
-    PreparedCorpusError: a prepared directory with another tokenization, or a
-      corrupt one.
+    PreparedCorpusError: a prepared directory with another tokenization, or
+      another vocabulary than `vocab_file`, or a corrupt one.
     corpora.CorpusError: as `prepare_corpus`.
   """
   path = os.path.expanduser(corpus)
@@ -483,6 +529,14 @@ def prepare_cached(corpus: str,
           f"Prepared corpus {prepared.directory} was tokenized with "
           f"{prepared.tokenization!r}, not the requested {tokenization!r}; "
           f"prepare it again with --tokenization={tokenization}.")
+    if vocab_file:
+      wanted = _read_fixed_vocabulary(vocab_file)
+      if prepared.vocab.tokens != wanted.tokens:
+        raise prepared_lib.PreparedCorpusError(
+            f"Prepared corpus {prepared.directory} has another vocabulary "
+            f"than {vocab_file}; prepare it again with --vocab_file="
+            f"{vocab_file}.")
+      return prepared
     vocabulary = prepared.manifest["vocabulary"]
     if (vocabulary["min_count"], vocabulary["max_vocab"]) != (min_count,
                                                               max_vocab):
@@ -496,8 +550,10 @@ def prepare_cached(corpus: str,
     tokenization = default_tokenization(corpus)
   _check_arguments(tokenization, min_count, max_vocab, on_bad_line,
                    lines_per_shard)
+  # A missing or bad vocabulary file: a clear error before it is hashed.
+  _read_fixed_vocabulary(vocab_file)
   name = cache_directory_name(corpus, tokenization, min_count, max_vocab,
-                              on_bad_line, lines_per_shard)
+                              on_bad_line, lines_per_shard, vocab_file)
   out_dir = os.path.join(os.path.expanduser(cache_root), name)
   if os.path.exists(os.path.join(out_dir, prepared_lib.MANIFEST)):
     logging.info("Reusing prepared corpus %s.", out_dir)
@@ -505,7 +561,8 @@ def prepare_cached(corpus: str,
   try:
     return prepare_corpus(corpus, tokenization, out_dir, min_count=min_count,
                           max_vocab=max_vocab, on_bad_line=on_bad_line,
-                          lines_per_shard=lines_per_shard)
+                          lines_per_shard=lines_per_shard,
+                          vocab_file=vocab_file)
   except (OSError, corpora.CorpusError):
     # Another process (e.g. another worker) may have finished first.
     if os.path.exists(os.path.join(out_dir, prepared_lib.MANIFEST)):

@@ -43,6 +43,7 @@ from elmo_tf import distribution as distribution_lib
 from elmo_tf import evaluation as evaluation_lib
 from elmo_tf import optimizers as optimizers_lib
 from elmo_tf import prepare as prepare_lib
+from elmo_tf import warm_start
 from elmo_tf.layers import sampled_softmax as sampled_softmax_lib
 
 # Kept importable from here, where it used to live.
@@ -271,6 +272,12 @@ class Trainer:
         logging.info("Learning rate %g (the checkpoint had %g).", rate,
                      saved_rate)
         self.optimizer.learning_rate.assign(rate)
+    elif config.train.init_from:
+      # Fine-tuning: step 0 starts from the source's weights (once this run
+      # has a checkpoint, it resumes from its own, above).
+      source = warm_start.read_source(config.train.init_from)
+      warm_start.check_compatible(source, config.model, vocab)
+      warm_start.load_weights(source, self.model)
     # The data position is the step: batch k of the (repeated, seeded)
     # training stream is always the same batch, so resuming skips the
     # batches already seen (cheaply: before char ids are computed). This

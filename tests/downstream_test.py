@@ -80,6 +80,32 @@ class EnglishTest(tf.test.TestCase):
     self.assertEqual(by_start[("the", "rock", "is")], 1)
     self.assertEqual(by_start[("effective", "but", "too")], 0)
 
+  def test_domain_text_holds_every_training_text_and_no_test_text(self):
+    directory = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+    path = os.path.join(directory, "movieReviewSnippets_GroundTruth.txt")
+    with open(path, "w", encoding="utf-8", newline="") as f:
+      f.write("\r\n".join(MOVIE_LINES) + "\r\n")
+    # The classifier sees 10 of the 29 training texts; fine-tuning reads
+    # all 29, uncut (max_tokens only cuts the classifier's inputs).
+    task = tasks.load_en_movie_polarity(path, max_train=10, max_dev=5,
+                                        max_test=10, max_tokens=4)
+    spec = tasks.write_domain_text(task, os.path.join(directory, "domain"))
+    files = dict(part.split("=", 1) for part in spec.split(";"))
+    self.assertEqual(sorted(files), ["train", "valid"])
+    with open(files["train"], encoding="utf-8") as f:
+      train = {tuple(line.split()) for line in f.read().splitlines()}
+    with open(files["valid"], encoding="utf-8") as f:
+      valid = {tuple(line.split()) for line in f.read().splitlines()}
+    self.assertLen(train, 29)
+    self.assertIn(("the", "rock", "is", "destined", "to", "be", "the", "21st",
+                   "century", "'s", "new", "conan"), train)
+    self.assertTrue(all(e.tokens[:4] in {t[:4] for t in train}
+                        for e in task.train))
+    self.assertEqual(valid, _keys(task.dev))
+    test_starts = {e.tokens for e in task.test}
+    self.assertFalse({t[:4] for t in train | valid} & test_starts)
+
   def test_movie_loader_on_the_cached_sdist(self):
     sdist = tasks.vader_sdist(download=False)
     if sdist is None:

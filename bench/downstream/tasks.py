@@ -97,6 +97,11 @@ class Task:
     labels: class names; label ids index this list.
     train, dev, test: the examples of each split.
     info: JSON-serializable description: source, preprocessing, sizes.
+    unlabelled_train: sentence tasks: the token sequences of every text
+      left for training after the split (a superset of `train`'s, which is
+      a subsample; not cut to max_tokens), without labels: text to adapt
+      the language model to the task's domain (`domain_text`); never a dev
+      or test text.
   """
   name: str
   kind: str
@@ -106,6 +111,8 @@ class Task:
   dev: list[Example]
   test: list[Example]
   info: dict
+  unlabelled_train: list[tuple[str, ...]] = dataclasses.field(
+      default_factory=list)
 
   def split(self, name: str) -> list[Example]:
     return {"train": self.train, "dev": self.dev, "test": self.test}[name]
@@ -299,13 +306,14 @@ def _sentence_task(name, language, labels, rows, max_train, max_dev, max_test,
                    max_tokens, seed, info):
   """Dedupes, splits, subsamples and truncates (tokens, label) rows."""
   kept, dedupe_info = dedupe_labelled(rows)
-  train, dev, test = split_shuffled(kept, max_dev, max_test, seed)
-  available_train = len(train)
-  train = subsample(train, max_train, seed)
+  all_train, dev, test = split_shuffled(kept, max_dev, max_test, seed)
+  available_train = len(all_train)
+  train = subsample(all_train, max_train, seed)
   make = lambda split: [Example(tuple(tokens[:max_tokens]), label)
                         for tokens, label in split]
   task = Task(name=name, kind="sentence", language=language, labels=labels,
-              train=make(train), dev=make(dev), test=make(test), info={})
+              train=make(train), dev=make(dev), test=make(test), info={},
+              unlabelled_train=[tuple(tokens) for tokens, _ in all_train])
   task.info = dict(info)
   task.info.update(
       deduplication=dedupe_info,
@@ -551,3 +559,28 @@ def load_task(name: str, max_train: int, max_dev: int, max_test: int,
   if name == "zh_pos":
     return load_zh_pos(**sizes)
   raise ValueError(f"Unknown task {name!r}; choose from {TASK_NAMES}.")
+
+
+def write_domain_text(task: Task, out_dir: str) -> str:
+  """Writes the task's unlabelled training text for fine-tuning its
+  language model (the paper's domain transfer), one sentence per line:
+  `train.txt` (`unlabelled_train`) and `valid.txt` (the dev texts, to watch
+  the fine-tuning's perplexity; dev is for choices, like this one). Test
+  texts are never written. Returns the corpus specification for
+  bin/train --corpus (`train=...;valid=...`).
+  """
+  if not task.unlabelled_train:
+    raise ValueError(f"Task {task.name} has no unlabelled training text "
+                     "(only sentence tasks have).")
+  os.makedirs(out_dir, exist_ok=True)
+  # Deduplication before the split keeps test texts out of both.
+  files = {"train": [" ".join(tokens) for tokens in task.unlabelled_train],
+           "valid": [" ".join(e.tokens) for e in task.dev]}
+  paths = {}
+  for split, lines in files.items():
+    paths[split] = os.path.join(out_dir, f"{split}.txt")
+    tmp = f"{paths[split]}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write("\n".join(lines) + "\n")
+    os.replace(tmp, paths[split])  # Never a half-written file.
+  return ";".join(f"{split}={path}" for split, path in paths.items())
