@@ -144,6 +144,13 @@ class LSTMConfig(_JsonMixin):
   # with the steps unrolled, hence the limit; sentence buckets and exported
   # signatures have dynamic lengths and always loop. 0: never unroll.
   static_unroll_max_steps: int = 64
+  # Speed only (same math): run each LSTM's whole recurrence, and its
+  # gradient, as one fused C++ op (elmo_tf/ops/lstmp_kernel.cc, compiled on
+  # first use; `make setup` builds it) instead of ~15 TensorFlow ops per
+  # time step and ~30 in the gradient, in float32 (mixed_bfloat16, XLA and
+  # a kernel that cannot be built keep the TensorFlow ops). Used in training
+  # and evaluation; exported SavedModels never contain it.
+  fused_kernel: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

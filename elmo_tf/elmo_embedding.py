@@ -123,8 +123,8 @@ class ElmoEmbedding(keras.layers.Layer):
       vocab = vocab_lib.Vocabulary.load(os.path.join(
           self.saved_model_path, "assets", export_lib.VOCAB_ASSET))
       self.token_table = vocab.table
-    self.backbone = ElmoBackbone(model_config, name="backbone",
-                                 dtype=self.dtype_policy)
+    self.backbone = export_lib.inference_backbone(model_config,
+                                                  dtype=self.dtype_policy)
     self.backbone.trainable = self.trainable_biLM
     # The first mix keeps the name "scalar_mix" (and the attribute
     # `scalar_mix`), so Keras files saved before `n_mixes` existed load.

@@ -135,6 +135,17 @@ tokens_to_ragged = elmo_lib.tokens_to_ragged
 copy_weights = checkpoints_lib.copy_weights
 
 
+def inference_backbone(model_config: config_lib.ModelConfig,
+                       dtype="float32") -> ElmoBackbone:
+  """An `ElmoBackbone` of `model_config` on TensorFlow's own LSTM ops, never
+  the fused training kernel (`LSTMConfig.fused_kernel`): what SavedModels
+  hold, so that every inference path (a SavedModel, a --model_dir module,
+  `ElmoEmbedding`, an hdf5 import) gives the same numbers."""
+  model_config = model_config.replace(
+      lstm=model_config.lstm.replace(fused_kernel=False))
+  return ElmoBackbone(model_config, name="backbone", dtype=dtype)
+
+
 def backbone_weights(backbone: ElmoBackbone) -> dict[str, keras.Variable]:
   """{path inside the backbone: variable}, e.g. `forward_lstm_0/kernel`
   (`checkpoints.weights_by_path`)."""
@@ -437,7 +448,7 @@ def _load_float32(model_dir: str):
   finally:
     # load_trained_model sets the run's policy (maybe mixed_bfloat16).
     keras.mixed_precision.set_global_policy(policy)
-  backbone = ElmoBackbone(config.model, name="backbone", dtype="float32")
+  backbone = inference_backbone(config.model)
   backbone.build()
   copy_weights(backbone_weights(model.backbone), backbone_weights(backbone),
                what=f"the weights of {checkpoint}")
@@ -527,6 +538,11 @@ def save_module(config: config_lib.ExperimentConfig,
   `export_saved_model` for the other arguments.
   """
   mode = _resolve_tokenization(config, options)
+  # The saved graph must load anywhere: TensorFlow's own LSTM ops, never the
+  # fused kernel (a custom op library that loaders would not have). The
+  # config asset keeps the run's setting: a speed knob of its training.
+  for lstm in backbone.forward_lstms + backbone.backward_lstms:
+    lstm.fused_kernel = False
   info = {
       "format_version": FORMAT_VERSION,
       "tokenization": mode,
@@ -641,7 +657,7 @@ def resave(path: str, out_dir: str) -> str:
   SavedModel has it; older exports have none."""
   config, info = read_export(path)
   vocab = vocab_lib.Vocabulary.load(os.path.join(path, "assets", VOCAB_ASSET))
-  backbone = ElmoBackbone(config.model, name="backbone", dtype="float32")
+  backbone = inference_backbone(config.model)
   backbone.build()
   softmax = build_softmax(config.model) if info.get("scoring") else None
   restore_weights(path, backbone, softmax=softmax)

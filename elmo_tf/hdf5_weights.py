@@ -639,7 +639,9 @@ def write_hdf5(backbone: ElmoBackbone, model_config: config_lib.ModelConfig,
     FormatError: for a model the format cannot describe, or an `out_dir`
       holding other files.
   """
-  if model_config != backbone.model_config:
+  # The fused kernel is how a backbone runs, not what it is.
+  without_kernel = lambda c: c.replace(lstm=c.lstm.replace(fused_kernel=False))
+  if without_kernel(model_config) != without_kernel(backbone.model_config):
     raise FormatError("model_config differs from the backbone's config.")
   if softmax is not None and vocab is None:
     raise FormatError("Writing the softmax needs the vocabulary (its rows).")
@@ -710,7 +712,7 @@ def load_softmax_hdf5(path: str, softmax: SampledSoftmax,
 
 def build_backbone(model_config: config_lib.ModelConfig) -> ElmoBackbone:
   """A built float32 `ElmoBackbone` (weights initialized, to be loaded)."""
-  backbone = ElmoBackbone(model_config, name="backbone", dtype="float32")
+  backbone = export_lib.inference_backbone(model_config)
   backbone.build()
   return backbone
 

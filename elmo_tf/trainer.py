@@ -492,6 +492,10 @@ class Trainer:
       # are the same without them.
       char_encoder.deduplicate = False
       char_encoder.trim_padding = False
+    # XLA cannot compile the fused LSTMP kernel (a custom op).
+    backbone = self.model.backbone
+    for lstm in backbone.forward_lstms + backbone.backward_lstms:
+      lstm.fused_kernel = False
 
   def _initial_stream_state(self):
     per_replica = self._global_batch_size // self.strategy.num_replicas_in_sync

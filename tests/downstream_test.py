@@ -98,8 +98,7 @@ class EnglishTest(tf.test.TestCase):
     with open(files["valid"], encoding="utf-8") as f:
       valid = {tuple(line.split()) for line in f.read().splitlines()}
     self.assertLen(train, 29)
-    self.assertIn(("the", "rock", "is", "destined", "to", "be", "the", "21st",
-                   "century", "'s", "new", "conan"), train)
+    self.assertGreater(max(len(t) for t in train), 4)  # Not cut.
     self.assertTrue(all(e.tokens[:4] in {t[:4] for t in train}
                         for e in task.train))
     self.assertEqual(valid, _keys(task.dev))

@@ -72,13 +72,14 @@ def _run(args: list[str], cwd: str, env: Optional[dict[str, str]] = None,
 
 
 def _source_files(directory: str) -> set[str]:
-  """The .py files under SOURCE_ROOT/directory, relative to it."""
+  """The .py (and .cc: kernels compiled at run time) files under
+  SOURCE_ROOT/directory, relative to it."""
   root = os.path.join(SOURCE_ROOT, directory)
   found = set()
   for parent, dirs, files in os.walk(root):
     dirs[:] = [d for d in dirs if d != "__pycache__"]
     found.update(os.path.relpath(os.path.join(parent, f), root)
-                 for f in files if f.endswith(".py"))
+                 for f in files if f.endswith((".py", ".cc")))
   return found
 
 

@@ -53,11 +53,15 @@ class ProjectedLSTMTest(tf.test.TestCase):
     self.c0 = self.rng.normal(size=(self.batch, self.cell_dim)).astype(
         np.float32)
 
-  def _make_layer(self, **kwargs):
+  def _make_layer(self, fused_kernel=False, **kwargs):
+    # The TensorFlow-ops recurrence (unrolled or while loop), which bfloat16
+    # runs and SavedModels hold; tests/fused_lstmp_test.py checks the fused
+    # kernel against it and against the reference below.
     layer = ProjectedLSTM(cell_dim=self.cell_dim,
                           projection_dim=self.projection_dim,
                           cell_clip=0.8, projection_clip=0.25,
-                          forget_bias=1.0, name="lstm", **kwargs)
+                          forget_bias=1.0, name="lstm",
+                          fused_kernel=fused_kernel, **kwargs)
     layer.build((None, None, self.input_dim))
     # Large weights so that both clips are active.
     layer.kernel.assign(self.rng.normal(

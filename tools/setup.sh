@@ -52,3 +52,15 @@ if [ "$(cat "$EDITABLE_STAMP" 2>/dev/null)" != "$want" ] ||
   "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
   echo "$want" > "$EDITABLE_STAMP"
 fi
+
+# The fused LSTMP kernel (elmo_tf/ops/lstmp_kernel.cc), compiled once for
+# this machine's CPU and TensorFlow into ~/.cache/elmo_tf/ops, so that
+# training and tests find it ready (elmo_tf compiles it on first use
+# otherwise). A failure only costs speed: training falls back to
+# TensorFlow's ops.
+TF_CPP_MIN_LOG_LEVEL=3 "$VENV/bin/python" - 2>/dev/null <<'PY'
+from elmo_tf.ops import fused_lstmp
+if fused_lstmp.load() is None:
+    print("setup: the fused LSTMP kernel did not build (training uses "
+          "TensorFlow's ops):", fused_lstmp.failure())
+PY

@@ -56,6 +56,9 @@ class ProjectedLSTM(keras.layers.Layer):
     forget_bias: added to the forget-gate pre-activation at run time.
     static_unroll_max_steps: unroll the recurrence when the number of steps
       is static and at most this (0: always use the while loop).
+    fused_kernel: run the whole recurrence, and its gradient, as one op
+      each (`elmo_tf.ops.fused_lstmp`) when the compute dtype is float32 and
+      the kernel loads; otherwise the TensorFlow ops above. Same math.
     Unset arguments take their defaults from `LSTMConfig`.
     **kwargs: standard `keras.layers.Layer` arguments.
 
@@ -86,6 +89,7 @@ class ProjectedLSTM(keras.layers.Layer):
                projection_clip=None,
                forget_bias=None,
                static_unroll_max_steps=None,
+               fused_kernel=None,
                **kwargs):
     super().__init__(**kwargs)
     defaults = config_lib.LSTMConfig()
@@ -101,6 +105,8 @@ class ProjectedLSTM(keras.layers.Layer):
     self.static_unroll_max_steps = int(
         defaults.static_unroll_max_steps if static_unroll_max_steps is None
         else static_unroll_max_steps)
+    self.fused_kernel = bool(
+        defaults.fused_kernel if fused_kernel is None else fused_kernel)
     self.input_dim = None
 
   def build(self, input_shape):
@@ -154,8 +160,11 @@ class ProjectedLSTM(keras.layers.Layer):
     c0 = tf.cast(c0, dtype)  # (batch, cell_dim)
 
     kernel = tf.cast(self.kernel, dtype)
-    input_kernel = kernel[:self.input_dim]  # (input_dim, 4 * cell)
-    recurrent_kernel = kernel[self.input_dim:]  # (projection_dim, 4 * cell)
+    # One Split (whose gradient is one Concat), not two slices (whose
+    # gradients are two full-size StridedSliceGrads and an AddN).
+    input_kernel, recurrent_kernel = tf.split(
+        kernel, [self.input_dim, self.projection_dim], axis=0)
+    # input_kernel: (input_dim, 4 * cell); recurrent: (projection_dim, 4 * cell)
     bias = tf.cast(self.bias, dtype)
     projection = tf.cast(self.projection, dtype)  # (cell, projection_dim)
 
@@ -185,7 +194,11 @@ class ProjectedLSTM(keras.layers.Layer):
         return h, c
       return tf.where(keep, h, h_prev), tf.where(keep, c, c_prev)
 
-    if static_steps is not None:
+    if self._use_fused_kernel(dtype):
+      outputs, h_final, c_final = self._fused(
+          x, mask, h0, c0, input_kernel, recurrent_kernel, gate_bias,
+          projection, go_backwards)
+    elif static_steps is not None:
       outputs, h_final, c_final = self._unrolled(
           step, x, mask, h0, c0, input_kernel, gate_bias, static_steps,
           go_backwards)
@@ -194,6 +207,32 @@ class ProjectedLSTM(keras.layers.Layer):
           step, x, mask, h0, c0, input_kernel, gate_bias, go_backwards)
     state = (tf.cast(h_final, tf.float32), tf.cast(c_final, tf.float32))
     return outputs, state
+
+  def _use_fused_kernel(self, dtype) -> bool:
+    if not self.fused_kernel or dtype != tf.float32:
+      return False
+    from elmo_tf.ops import fused_lstmp  # pylint: disable=g-import-not-at-top
+    return fused_lstmp.load() is not None
+
+  def _fused(self, x, mask, h0, c0, input_kernel, recurrent_kernel,
+             gate_bias, projection, go_backwards):
+    """The recurrence as one op (and its gradient as one op).
+
+    Returns (outputs (batch, time, projection_dim), h_final, c_final).
+    """
+    from elmo_tf.ops import fused_lstmp  # pylint: disable=g-import-not-at-top
+    # (batch, time, 4 * cell): the input part of every step at once.
+    input_gates = tf.tensordot(x, input_kernel, axes=1) + gate_bias
+    if mask is None:
+      keep = tf.ones(tf.shape(x)[:2], tf.float32)  # (batch, time)
+    else:
+      keep = tf.cast(mask, tf.float32)
+    h_seq, _, h_final, c_final = fused_lstmp.lstmp_sequence(
+        input_gates, keep, h0, c0, recurrent_kernel, projection,
+        cell_clip=self.cell_clip, proj_clip=self.projection_clip,
+        reverse=go_backwards)
+    outputs = h_seq if mask is None else h_seq * keep[:, :, None]
+    return outputs, h_final, c_final
 
   def _unrolled(self, step, x, mask, h0, c0, input_kernel, gate_bias,
                 n_steps, go_backwards):
@@ -299,5 +338,6 @@ class ProjectedLSTM(keras.layers.Layer):
         "projection_clip": self.projection_clip,
         "forget_bias": self.forget_bias,
         "static_unroll_max_steps": self.static_unroll_max_steps,
+        "fused_kernel": self.fused_kernel,
     })
     return config

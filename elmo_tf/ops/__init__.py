@@ -1,0 +1,1 @@
+"""Custom TensorFlow ops (built on first use; see fused_lstmp.py)."""

@@ -1,0 +1,172 @@
+"""The fused LSTMP recurrence (lstmp_kernel.cc): build, load, call, gradient.
+
+`lstmp_sequence` runs a projected LSTM over a whole sequence in one op, and
+its registered gradient runs the backward pass in one more, instead of ~15
+TensorFlow ops per time step and ~30 in the gradient (see the kernel's
+header for the math and why). `elmo_tf.layers.projected_lstm` uses it when
+`LSTMConfig.fused_kernel` is on, for float32 training on CPU.
+
+The kernel is C++ compiled on first use with the compiler and the flags of
+the installed TensorFlow (`tf.sysconfig`), for this machine's CPU
+(`-march=native`), into a cache keyed by the source, the TensorFlow version,
+the compiler and the CPU (`$ELMO_TF_OPS_CACHE`, default
+~/.cache/elmo_tf/ops); `make setup` builds it once. When it cannot be built
+or loaded (no compiler, another platform), `load()` logs why and returns
+None, and callers use the plain TensorFlow ops: the same numbers, slower.
+The op is never part of an exported SavedModel (elmo_tf.export builds its
+backbone without it), so SavedModels load anywhere.
+
+  from elmo_tf.ops import fused_lstmp
+  if fused_lstmp.load() is not None:
+    h_seq, c_seq, h_last, c_last = fused_lstmp.lstmp_sequence(
+        gates_in, keep, h0, c0, w_h, w_p, cell_clip=3.0, proj_clip=3.0)
+"""
+
+import fcntl
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import threading
+from typing import Optional
+
+from absl import logging
+import tensorflow as tf
+
+_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                       "lstmp_kernel.cc")
+_CXX = os.environ.get("CXX", "g++")
+_FLAGS = ("-shared", "-fPIC", "-O3", "-march=native",
+          "-Wno-deprecated-declarations")
+
+_lock = threading.Lock()
+_module = None
+_failure: Optional[str] = None
+
+
+def cache_dir() -> str:
+  return os.environ.get(
+      "ELMO_TF_OPS_CACHE",
+      os.path.join(os.path.expanduser("~"), ".cache", "elmo_tf", "ops"))
+
+
+def _cpu_signature() -> str:
+  """The CPU model and its instruction set flags (-march=native's input)."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      lines = [line for line in f
+               if line.startswith(("model name", "flags", "cpu family"))]
+    return "".join(sorted(set(lines)))
+  except OSError:
+    return platform.processor()
+
+
+def library_path() -> str:
+  """Where the kernel for this source, TensorFlow, compiler and CPU lives."""
+  compiler = shutil.which(_CXX) or _CXX
+  key = hashlib.sha256()
+  with open(_SOURCE, "rb") as f:
+    key.update(f.read())
+  for part in (tf.__version__, compiler, " ".join(_FLAGS),
+               " ".join(tf.sysconfig.get_compile_flags()),
+               " ".join(tf.sysconfig.get_link_flags()), _cpu_signature()):
+    key.update(part.encode())
+  return os.path.join(cache_dir(), f"lstmp_kernel-{key.hexdigest()[:16]}.so")
+
+
+def build(path: str) -> None:
+  """Compiles the kernel to `path` (atomically: a temporary file renamed)."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = f"{path}.tmp-{os.getpid()}"
+  command = [_CXX, *_FLAGS, *tf.sysconfig.get_compile_flags(), _SOURCE,
+             "-o", tmp, *tf.sysconfig.get_link_flags()]
+  logging.info("Compiling the fused LSTMP kernel: %s", " ".join(command))
+  try:
+    result = subprocess.run(command, capture_output=True, text=True,
+                            check=False)
+    if result.returncode != 0:
+      raise RuntimeError(f"{_CXX} failed ({result.returncode}): "
+                         f"{result.stderr[-2000:]}")
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def load():
+  """The loaded op module, building it first if needed; None (with the
+  reason logged once) when it cannot be built or loaded."""
+  global _module, _failure
+  with _lock:
+    if _module is not None or _failure is not None:
+      return _module
+    try:
+      path = library_path()
+      if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        # One process builds; the others wait for it, then load.
+        with open(path + ".lock", "w") as lock_file:
+          fcntl.flock(lock_file, fcntl.LOCK_EX)
+          if not os.path.exists(path):
+            build(path)
+      _module = tf.load_op_library(path)
+    except (OSError, RuntimeError, tf.errors.OpError) as e:
+      _failure = str(e)
+      logging.warning("The fused LSTMP kernel is not available, using "
+                      "TensorFlow ops instead (same numbers, slower): %s", e)
+    return _module
+
+
+def failure() -> Optional[str]:
+  """Why `load()` returned None (None if it did not, or was not called)."""
+  return _failure
+
+
+def lstmp_sequence(gates_in, keep, h0, c0, w_h, w_p, cell_clip: float = 0.0,
+                   proj_clip: float = 0.0, reverse: bool = False):
+  """The recurrence over all steps: (h_seq, c_seq, h_last, c_last).
+
+  Args (float32; `load()` must have succeeded):
+    gates_in: (batch, time, 4 * cell) = x @ W_x + bias, the forget bias
+      added to the f block; gate order i, j, f, o.
+    keep: (batch, time) 1.0 for real steps, 0.0 where the state is carried.
+    h0: (batch, projection); c0: (batch, cell).
+    w_h: (projection, 4 * cell); w_p: (cell, projection).
+    cell_clip, proj_clip: 0 for no clip.
+    reverse: read the steps from the last to the first (outputs stay at
+      their positions).
+
+  Returns:
+    h_seq (batch, time, projection) and c_seq (batch, time, cell): the state
+    after each step (carried at padding); h_last, c_last: the state after
+    the last step read.
+  """
+  h_seq, c_seq, _, _, _, h_last, c_last = load().elmo_lstmp_sequence(
+      gates_in=gates_in, keep=keep, h0=h0, c0=c0, w_h=w_h, w_p=w_p,
+      cell_clip=float(cell_clip), proj_clip=float(proj_clip),
+      reverse=bool(reverse))
+  return h_seq, c_seq, h_last, c_last
+
+
+def _zeros_if_none(gradient, like):
+  return tf.zeros_like(like) if gradient is None else gradient
+
+
+@tf.RegisterGradient("ElmoLstmpSequence")
+def _lstmp_sequence_grad(op, d_h_seq, d_c_seq, unused_d_gates,
+                         unused_d_c_pre, unused_d_h_pre, d_h_last, d_c_last):
+  """Gradients of gates_in, keep (none), h0, c0, w_h, w_p."""
+  gates_in, keep, h0, c0, w_h, w_p = op.inputs
+  h_seq, c_seq, gates, c_pre, h_pre, _, _ = op.outputs
+  d_gates_in, d_h0, d_c0, d_w_h, d_w_p = load().elmo_lstmp_sequence_grad(
+      keep=keep, h0=h0, c0=c0, w_h=w_h, w_p=w_p, h_seq=h_seq, c_seq=c_seq,
+      gates=gates, c_pre=c_pre, h_pre=h_pre,
+      d_h_seq=_zeros_if_none(d_h_seq, h_seq),
+      d_c_seq=_zeros_if_none(d_c_seq, c_seq),
+      d_h_last=_zeros_if_none(d_h_last, h0),
+      d_c_last=_zeros_if_none(d_c_last, c0),
+      cell_clip=op.get_attr("cell_clip"), proj_clip=op.get_attr("proj_clip"),
+      reverse=op.get_attr("reverse"))
+  del gates_in  # Its gradient is d_gates_in; the value is not needed.
+  return d_gates_in, None, d_h0, d_c0, d_w_h, d_w_p

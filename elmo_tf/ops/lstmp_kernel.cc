@@ -1,0 +1,436 @@
+// A fused projected LSTM (LSTMP) recurrence over a whole sequence, forward
+// and backward, for CPU training (elmo_tf/ops/fused_lstmp.py builds and
+// loads it; elmo_tf/layers/projected_lstm.py uses it when asked to).
+//
+// Why: at ELMo's training sizes on a CPU, a step of the recurrence is a
+// few small matmuls and ~15 elementwise ops (and ~30 more in its gradient),
+// each dispatched separately by TensorFlow's executor; their per-op cost,
+// not the flops, dominates the training step (BENCHMARKS.md, "Where a
+// training step's time goes"). Here one op runs all T steps and one op
+// runs their gradient, with the matmuls in Eigen and the elementwise math
+// in vectorized Eigen arrays.
+//
+// The math is ProjectedLSTM's (TF1 LSTMCell with num_proj, cell_clip,
+// proj_clip, as bilm-tf), per step t, for a row whose keep[b, t] is 1:
+//   z      = gates_in[:, t] + h_prev @ w_h            (B, 4H), order i j f o
+//   i, f, o = sigmoid(z_i), sigmoid(z_f), sigmoid(z_o);  j = tanh(z_j)
+//   c_pre  = f * c_prev + i * j;   c = clip(c_pre, cell_clip)      (B, H)
+//   h_pre  = (o * tanh(c)) @ w_p;  h = clip(h_pre, proj_clip)      (B, P)
+// (the forget bias is already in gates_in); a row whose keep is 0 carries
+// h_prev and c_prev unchanged. With `reverse` the steps run from T-1 down
+// to 0, each output staying at its own position. A clip of 0 is no clip;
+// the clip's gradient passes where |x| <= clip, as tf.clip_by_value's.
+//
+// Layout: batch major, as the Keras layer holds them: gates_in (B, T, 4H),
+// keep (B, T) float 0/1, h_seq (B, T, P), c_seq (B, T, H); the per-step
+// slices are strided Eigen maps, so nothing is transposed. float32 only.
+
+#include <algorithm>
+#include <cmath>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "unsupported/Eigen/CXX11/Tensor"
+
+namespace elmo_tf {
+namespace {
+
+using ::tensorflow::DEVICE_CPU;
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Status;
+using ::tensorflow::Tensor;
+using ::tensorflow::TensorShape;
+using ::tensorflow::errors::InvalidArgument;
+using ::tensorflow::shape_inference::DimensionHandle;
+using ::tensorflow::shape_inference::InferenceContext;
+using ::tensorflow::shape_inference::ShapeHandle;
+
+using Matrix =
+    Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Stride = Eigen::OuterStride<>;
+// Row b of a per-step slice is row b of the (B, T, D) tensor at step t.
+using StepMap = Eigen::Map<Matrix, Eigen::Unaligned, Stride>;
+using ConstStepMap = Eigen::Map<const Matrix, Eigen::Unaligned, Stride>;
+using MatrixMap = Eigen::Map<Matrix>;
+using ConstMatrixMap = Eigen::Map<const Matrix>;
+
+// (B, D) view of step t of a (B, T, D) buffer.
+inline StepMap Step(float* base, int t, int batch, int steps, int dim) {
+  return StepMap(base + static_cast<int64_t>(t) * dim, batch, dim,
+                 Stride(static_cast<int64_t>(steps) * dim));
+}
+inline ConstStepMap Step(const float* base, int t, int batch, int steps,
+                         int dim) {
+  return ConstStepMap(base + static_cast<int64_t>(t) * dim, batch, dim,
+                      Stride(static_cast<int64_t>(steps) * dim));
+}
+
+// The clip as the forward applies it (0: none).
+inline float Clip(float x, float clip) {
+  return clip > 0 ? std::min(std::max(x, -clip), clip) : x;
+}
+// 1 where the clip's gradient passes (|x| <= clip, or no clip), else 0.
+inline float ClipPass(float x, float clip) {
+  return (clip <= 0 || std::fabs(x) <= clip) ? 1.0f : 0.0f;
+}
+
+struct Dims {
+  int batch, steps, cell, proj;
+};
+
+Status CheckShapes(const Tensor& gates_in, const Tensor& keep,
+                   const Tensor& h0, const Tensor& c0, const Tensor& w_h,
+                   const Tensor& w_p, Dims* dims) {
+  if (gates_in.dims() != 3 || gates_in.dim_size(2) % 4 != 0)
+    return InvalidArgument("gates_in must be (batch, time, 4 * cell), got ",
+                           gates_in.shape().DebugString());
+  dims->batch = gates_in.dim_size(0);
+  dims->steps = gates_in.dim_size(1);
+  dims->cell = gates_in.dim_size(2) / 4;
+  dims->proj = w_p.dims() == 2 ? w_p.dim_size(1) : -1;
+  const Dims& d = *dims;
+  if (keep.shape() != TensorShape({d.batch, d.steps}))
+    return InvalidArgument("keep must be (batch, time) = (", d.batch, ", ",
+                           d.steps, "), got ", keep.shape().DebugString());
+  if (w_p.shape() != TensorShape({d.cell, d.proj}))
+    return InvalidArgument("w_p must be (cell, projection) with cell ",
+                           d.cell, ", got ", w_p.shape().DebugString());
+  if (w_h.shape() != TensorShape({d.proj, 4 * d.cell}))
+    return InvalidArgument("w_h must be (projection, 4 * cell) = (", d.proj,
+                           ", ", 4 * d.cell, "), got ",
+                           w_h.shape().DebugString());
+  if (h0.shape() != TensorShape({d.batch, d.proj}))
+    return InvalidArgument("h0 must be (batch, projection), got ",
+                           h0.shape().DebugString());
+  if (c0.shape() != TensorShape({d.batch, d.cell}))
+    return InvalidArgument("c0 must be (batch, cell), got ",
+                           c0.shape().DebugString());
+  return Status();
+}
+
+}  // namespace
+
+REGISTER_OP("ElmoLstmpSequence")
+    .Input("gates_in: float")  // (B, T, 4H): x @ W_x + bias (+ forget bias)
+    .Input("keep: float")      // (B, T): 1 real step, 0 carry the state
+    .Input("h0: float")        // (B, P)
+    .Input("c0: float")        // (B, H)
+    .Input("w_h: float")       // (P, 4H)
+    .Input("w_p: float")       // (H, P)
+    .Attr("cell_clip: float = 0.0")
+    .Attr("proj_clip: float = 0.0")
+    .Attr("reverse: bool = false")
+    .Output("h_seq: float")    // (B, T, P): state h after each step
+    .Output("c_seq: float")    // (B, T, H): state c after each step
+    .Output("gates: float")    // (B, T, 4H): i, j, f, o after activation
+    .Output("c_pre: float")    // (B, T, H): cell before its clip
+    .Output("h_pre: float")    // (B, T, P): projection before its clip
+    .Output("h_last: float")   // (B, P): state after the last step read
+    .Output("c_last: float")   // (B, H)   (h0, c0 when T = 0)
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle gates_in, w_p;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &gates_in));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 2, &w_p));
+      DimensionHandle batch = c->Dim(gates_in, 0);
+      DimensionHandle steps = c->Dim(gates_in, 1);
+      DimensionHandle cell = c->Dim(w_p, 0);
+      DimensionHandle proj = c->Dim(w_p, 1);
+      c->set_output(0, c->MakeShape({batch, steps, proj}));
+      c->set_output(1, c->MakeShape({batch, steps, cell}));
+      c->set_output(2, c->MakeShape({batch, steps, c->Dim(gates_in, 2)}));
+      c->set_output(3, c->MakeShape({batch, steps, cell}));
+      c->set_output(4, c->MakeShape({batch, steps, proj}));
+      c->set_output(5, c->MakeShape({batch, proj}));
+      c->set_output(6, c->MakeShape({batch, cell}));
+      return Status();
+    });
+
+class ElmoLstmpSequenceOp : public OpKernel {
+ public:
+  explicit ElmoLstmpSequenceOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("cell_clip", &cell_clip_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("proj_clip", &proj_clip_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("reverse", &reverse_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& gates_in = ctx->input(0);
+    const Tensor& keep = ctx->input(1);
+    const Tensor& h0 = ctx->input(2);
+    const Tensor& c0 = ctx->input(3);
+    const Tensor& w_h = ctx->input(4);
+    const Tensor& w_p = ctx->input(5);
+    Dims d;
+    OP_REQUIRES_OK(ctx, CheckShapes(gates_in, keep, h0, c0, w_h, w_p, &d));
+    const int B = d.batch, T = d.steps, H = d.cell, P = d.proj;
+    Tensor *h_seq, *c_seq, *gates, *c_pre, *h_pre;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T, P}), &h_seq));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({B, T, H}), &c_seq));
+    OP_REQUIRES_OK(ctx,
+                   ctx->allocate_output(2, TensorShape({B, T, 4 * H}), &gates));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({B, T, H}), &c_pre));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({B, T, P}), &h_pre));
+    Tensor *h_last, *c_last;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, TensorShape({B, P}), &h_last));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(6, TensorShape({B, H}), &c_last));
+
+    const float* keep_data = keep.flat<float>().data();
+    ConstMatrixMap w_h_m(w_h.flat<float>().data(), P, 4 * H);
+    ConstMatrixMap w_p_m(w_p.flat<float>().data(), H, P);
+    Matrix m(B, H);  // o * tanh(c) of the step: (B, H)
+    const float* h_prev_base = h0.flat<float>().data();
+    const float* c_prev_base = c0.flat<float>().data();
+    int64_t prev_stride_h = P, prev_stride_c = H;  // h0, c0 are (B, D)
+    for (int n = 0; n < T; ++n) {
+      const int t = reverse_ ? T - 1 - n : n;
+      ConstStepMap h_prev(h_prev_base, B, P, Stride(prev_stride_h));
+      ConstStepMap c_prev(c_prev_base, B, H, Stride(prev_stride_c));
+      StepMap z = Step(gates->flat<float>().data(), t, B, T, 4 * H);
+      z.noalias() = Step(gates_in.flat<float>().data(), t, B, T, 4 * H);
+      z.noalias() += h_prev * w_h_m;
+      StepMap cp = Step(c_pre->flat<float>().data(), t, B, T, H);
+      StepMap hp = Step(h_pre->flat<float>().data(), t, B, T, P);
+      StepMap c_out = Step(c_seq->flat<float>().data(), t, B, T, H);
+      StepMap h_out = Step(h_seq->flat<float>().data(), t, B, T, P);
+      // Activations in place: i, f, o sigmoid; j tanh.
+      z.leftCols(H) = z.leftCols(H).array().logistic();
+      z.middleCols(H, H) = z.middleCols(H, H).array().tanh();
+      z.rightCols(2 * H) = z.rightCols(2 * H).array().logistic();
+      cp = z.middleCols(2 * H, H).cwiseProduct(c_prev) +
+           z.leftCols(H).cwiseProduct(z.middleCols(H, H));
+      for (int b = 0; b < B; ++b) {
+        for (int k = 0; k < H; ++k) c_out(b, k) = Clip(cp(b, k), cell_clip_);
+      }
+      m = z.rightCols(H).cwiseProduct(
+          Matrix(c_out.array().tanh().matrix()));
+      hp.noalias() = m * w_p_m;
+      for (int b = 0; b < B; ++b) {
+        if (keep_data[b * T + t] != 0.0f) {
+          for (int k = 0; k < P; ++k) h_out(b, k) = Clip(hp(b, k), proj_clip_);
+        } else {  // Padding: carry the state.
+          h_out.row(b) = h_prev.row(b);
+          c_out.row(b) = c_prev.row(b);
+        }
+      }
+      h_prev_base = h_seq->flat<float>().data() + static_cast<int64_t>(t) * P;
+      c_prev_base = c_seq->flat<float>().data() + static_cast<int64_t>(t) * H;
+      prev_stride_h = static_cast<int64_t>(T) * P;
+      prev_stride_c = static_cast<int64_t>(T) * H;
+    }
+    MatrixMap(h_last->flat<float>().data(), B, P) =
+        ConstStepMap(h_prev_base, B, P, Stride(prev_stride_h));
+    MatrixMap(c_last->flat<float>().data(), B, H) =
+        ConstStepMap(c_prev_base, B, H, Stride(prev_stride_c));
+  }
+
+ private:
+  float cell_clip_, proj_clip_;
+  bool reverse_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("ElmoLstmpSequence").Device(DEVICE_CPU),
+                        ElmoLstmpSequenceOp);
+
+REGISTER_OP("ElmoLstmpSequenceGrad")
+    .Input("keep: float")       // (B, T)
+    .Input("h0: float")         // (B, P)
+    .Input("c0: float")         // (B, H)
+    .Input("w_h: float")        // (P, 4H)
+    .Input("w_p: float")        // (H, P)
+    .Input("h_seq: float")      // (B, T, P)  forward outputs
+    .Input("c_seq: float")      // (B, T, H)
+    .Input("gates: float")      // (B, T, 4H)
+    .Input("c_pre: float")      // (B, T, H)
+    .Input("h_pre: float")      // (B, T, P)
+    .Input("d_h_seq: float")    // (B, T, P)  gradients of h_seq, c_seq
+    .Input("d_c_seq: float")    // (B, T, H)
+    .Input("d_h_last: float")   // (B, P)  gradients of h_last, c_last
+    .Input("d_c_last: float")   // (B, H)
+    .Attr("cell_clip: float = 0.0")
+    .Attr("proj_clip: float = 0.0")
+    .Attr("reverse: bool = false")
+    .Output("d_gates_in: float")  // (B, T, 4H)
+    .Output("d_h0: float")        // (B, P)
+    .Output("d_c0: float")        // (B, H)
+    .Output("d_w_h: float")       // (P, 4H)
+    .Output("d_w_p: float")       // (H, P)
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(7));
+      c->set_output(1, c->input(1));
+      c->set_output(2, c->input(2));
+      c->set_output(3, c->input(3));
+      c->set_output(4, c->input(4));
+      return Status();
+    });
+
+class ElmoLstmpSequenceGradOp : public OpKernel {
+ public:
+  explicit ElmoLstmpSequenceGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("cell_clip", &cell_clip_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("proj_clip", &proj_clip_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("reverse", &reverse_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& keep = ctx->input(0);
+    const Tensor& h0 = ctx->input(1);
+    const Tensor& c0 = ctx->input(2);
+    const Tensor& w_h = ctx->input(3);
+    const Tensor& w_p = ctx->input(4);
+    const Tensor& h_seq = ctx->input(5);
+    const Tensor& c_seq = ctx->input(6);
+    const Tensor& gates = ctx->input(7);
+    const Tensor& c_pre = ctx->input(8);
+    const Tensor& h_pre = ctx->input(9);
+    const Tensor& d_h_seq = ctx->input(10);
+    const Tensor& d_c_seq = ctx->input(11);
+    const Tensor& d_h_last = ctx->input(12);
+    const Tensor& d_c_last = ctx->input(13);
+    Dims d;
+    OP_REQUIRES_OK(ctx, CheckShapes(gates, keep, h0, c0, w_h, w_p, &d));
+    const int B = d.batch, T = d.steps, H = d.cell, P = d.proj;
+    for (const Tensor* t : {&h_seq, &h_pre, &d_h_seq})
+      OP_REQUIRES(ctx, t->shape() == TensorShape({B, T, P}),
+                  InvalidArgument("expected (", B, ", ", T, ", ", P, "), got ",
+                                  t->shape().DebugString()));
+    for (const Tensor* t : {&c_seq, &c_pre, &d_c_seq})
+      OP_REQUIRES(ctx, t->shape() == TensorShape({B, T, H}),
+                  InvalidArgument("expected (", B, ", ", T, ", ", H, "), got ",
+                                  t->shape().DebugString()));
+    OP_REQUIRES(ctx, d_h_last.shape() == h0.shape() &&
+                         d_c_last.shape() == c0.shape(),
+                InvalidArgument("d_h_last, d_c_last must be shaped as h0, c0"));
+    Tensor *d_gates_in, *d_h0, *d_c0, *d_w_h, *d_w_p;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, gates.shape(), &d_gates_in));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, h0.shape(), &d_h0));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, c0.shape(), &d_c0));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, w_h.shape(), &d_w_h));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, w_p.shape(), &d_w_p));
+    MatrixMap dw_h(d_w_h->flat<float>().data(), P, 4 * H);
+    MatrixMap dw_p(d_w_p->flat<float>().data(), H, P);
+    MatrixMap dh_carry(d_h0->flat<float>().data(), B, P);  // ends as d_h0
+    MatrixMap dc_carry(d_c0->flat<float>().data(), B, H);  // ends as d_c0
+    // The final state's gradient enters at the last step read.
+    dh_carry = ConstMatrixMap(d_h_last.flat<float>().data(), B, P);
+    dc_carry = ConstMatrixMap(d_c_last.flat<float>().data(), B, H);
+    if (B == 0 || T == 0) {
+      d_gates_in->flat<float>().setZero();
+      dw_h.setZero();
+      dw_p.setZero();
+      return;
+    }
+
+    const float* keep_data = keep.flat<float>().data();
+    ConstMatrixMap w_h_m(w_h.flat<float>().data(), P, 4 * H);
+    ConstMatrixMap w_p_m(w_p.flat<float>().data(), H, P);
+    Matrix dh(B, P), dc(B, H), tanh_c(B, H), dm(B, H), dc_pre(B, H);
+    // Per step into these (B, T, D) buffers, then each weight gradient is
+    // one matmul over all B * T rows (a sum over steps of (B x D) products
+    // would be T small matmuls): m = o * tanh(c) and the gradient of h_pre.
+    Tensor m_all_t, dh_pre_all_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
+                                           TensorShape({B, T, H}), &m_all_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(
+                            tensorflow::DT_FLOAT, TensorShape({B, T, P}),
+                            &dh_pre_all_t));
+    float* m_all = m_all_t.flat<float>().data();
+    float* dh_pre_all = dh_pre_all_t.flat<float>().data();
+    for (int n = T - 1; n >= 0; --n) {
+      const int t = reverse_ ? T - 1 - n : n;
+      // The state before step t: h0/c0 for the first step in reading order.
+      const bool first = n == 0;
+      const int t_prev = reverse_ ? t + 1 : t - 1;
+      ConstStepMap h_prev =
+          first ? ConstStepMap(h0.flat<float>().data(), B, P, Stride(P))
+                : Step(h_seq.flat<float>().data(), t_prev, B, T, P);
+      ConstStepMap c_prev =
+          first ? ConstStepMap(c0.flat<float>().data(), B, H, Stride(H))
+                : Step(c_seq.flat<float>().data(), t_prev, B, T, H);
+      ConstStepMap g = Step(gates.flat<float>().data(), t, B, T, 4 * H);
+      ConstStepMap cp = Step(c_pre.flat<float>().data(), t, B, T, H);
+      ConstStepMap hp = Step(h_pre.flat<float>().data(), t, B, T, P);
+      ConstStepMap c_out = Step(c_seq.flat<float>().data(), t, B, T, H);
+      StepMap dz = Step(d_gates_in->flat<float>().data(), t, B, T, 4 * H);
+
+      dh = Step(d_h_seq.flat<float>().data(), t, B, T, P) + dh_carry;
+      dc = Step(d_c_seq.flat<float>().data(), t, B, T, H) + dc_carry;
+      StepMap dh_pre = Step(dh_pre_all, t, B, T, P);
+      StepMap m = Step(m_all, t, B, T, H);
+      for (int b = 0; b < B; ++b) {
+        const bool kept = keep_data[b * T + t] != 0.0f;
+        for (int k = 0; k < P; ++k)
+          dh_pre(b, k) = kept ? dh(b, k) * ClipPass(hp(b, k), proj_clip_) : 0;
+      }
+      // For kept rows c_out is clip(c_pre); padded rows' values are unused
+      // (their dh_pre and dc_new are zero).
+      tanh_c = c_out.array().tanh();
+      m = g.rightCols(H).cwiseProduct(tanh_c);
+      dm.noalias() = dh_pre * w_p_m.transpose();
+      for (int b = 0; b < B; ++b) {
+        const bool kept = keep_data[b * T + t] != 0.0f;
+        for (int k = 0; k < H; ++k) {
+          const float i = g(b, k), j = g(b, H + k), f = g(b, 2 * H + k),
+                      o = g(b, 3 * H + k), tc = tanh_c(b, k);
+          const float dc_new =
+              (kept ? dc(b, k) : 0.0f) + dm(b, k) * o * (1.0f - tc * tc);
+          const float dcp = dc_new * ClipPass(cp(b, k), cell_clip_);
+          dz(b, k) = dcp * j * i * (1.0f - i);
+          dz(b, H + k) = dcp * i * (1.0f - j * j);
+          dz(b, 2 * H + k) = dcp * c_prev(b, k) * f * (1.0f - f);
+          dz(b, 3 * H + k) = dm(b, k) * tc * o * (1.0f - o);
+          dc_pre(b, k) = dcp * f;
+        }
+      }
+      // Kept rows: the gradient through the step. Padded rows (dz = 0,
+      // dc_pre = 0) pass the gradient of the carried state on as it is.
+      dh_carry.noalias() = dz * w_h_m.transpose();
+      dc_carry = dc_pre;
+      for (int b = 0; b < B; ++b) {
+        if (keep_data[b * T + t] == 0.0f) {
+          dh_carry.row(b) = dh.row(b);
+          dc_carry.row(b) = dc.row(b);
+        }
+      }
+    }
+    // d_w_p = sum over steps of m^T dh_pre: one (H x BT) (BT x P) matmul.
+    const int64_t rows = static_cast<int64_t>(B) * T;
+    dw_p.noalias() = ConstMatrixMap(m_all, rows, H).transpose() *
+                     ConstMatrixMap(dh_pre_all, rows, P);
+    // d_w_h = sum over steps of h_prev^T dz, with h_prev of row (b, t) the
+    // state before step t: h_seq shifted by one step in reading order, h0
+    // at the first step read.
+    Tensor h_prev_all_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
+                                           TensorShape({B, T, P}),
+                                           &h_prev_all_t));
+    float* h_prev_all = h_prev_all_t.flat<float>().data();
+    const float* h_seq_data = h_seq.flat<float>().data();
+    const float* h0_data = h0.flat<float>().data();
+    for (int b = 0; b < B; ++b) {
+      for (int t = 0; t < T; ++t) {
+        const bool first = reverse_ ? t == T - 1 : t == 0;
+        const float* src =
+            first ? h0_data + static_cast<int64_t>(b) * P
+                  : h_seq_data + (static_cast<int64_t>(b) * T +
+                                  (reverse_ ? t + 1 : t - 1)) * P;
+        std::copy(src, src + P,
+                  h_prev_all + (static_cast<int64_t>(b) * T + t) * P);
+      }
+    }
+    dw_h.noalias() =
+        ConstMatrixMap(h_prev_all, rows, P).transpose() *
+        ConstMatrixMap(d_gates_in->flat<float>().data(), rows, 4 * H);
+  }
+
+ private:
+  float cell_clip_, proj_clip_;
+  bool reverse_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("ElmoLstmpSequenceGrad").Device(DEVICE_CPU),
+                        ElmoLstmpSequenceGradOp);
+
+}  // namespace elmo_tf

@@ -1,0 +1,191 @@
+"""The fused LSTMP kernel (elmo_tf/ops) against the layer's TensorFlow ops
+and the NumPy reference: outputs, final states and every gradient; its use
+in training, and its absence from exported SavedModels."""
+
+import os
+import tempfile
+from unittest import mock
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from elmo_tf import checkpoints as checkpoints_lib
+from elmo_tf import config as config_lib
+from elmo_tf import export as export_lib
+from elmo_tf import trainer as trainer_lib
+from elmo_tf.layers.projected_lstm import ProjectedLSTM
+from elmo_tf.ops import fused_lstmp
+from tests import export_testutil
+from tests import projected_lstm_test
+
+
+def _layer(fused: bool, static: bool, clip: float, input_dim: int,
+           seed: int = 4) -> ProjectedLSTM:
+  layer = ProjectedLSTM(cell_dim=7, projection_dim=3, cell_clip=clip,
+                        projection_clip=clip / 3, forget_bias=1.0,
+                        static_unroll_max_steps=64 if static else 0,
+                        fused_kernel=fused, name="lstm")
+  layer.build((None, None, input_dim))
+  rng = np.random.default_rng(seed)
+  # Large weights so that both clips are active.
+  for weight, scale in ((layer.kernel, 1.5), (layer.bias, 1.0),
+                        (layer.projection, 1.0)):
+    weight.assign(rng.normal(size=weight.shape).astype(np.float32) * scale)
+  return layer
+
+
+class FusedLSTMPTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    # The kernel must build where the tests run (make setup builds it): a
+    # failure here is a failure, not a skip.
+    assert fused_lstmp.load() is not None, fused_lstmp.failure()
+
+  def setUp(self):
+    super().setUp()
+    rng = np.random.default_rng(7)
+    self.x = rng.normal(size=(4, 6, 5)).astype(np.float32) * 2
+    self.h0 = rng.normal(size=(4, 3)).astype(np.float32) * 0.5
+    self.c0 = rng.normal(size=(4, 7)).astype(np.float32)
+    # Right padding, left padding (start of a stream), none, all padding.
+    self.mask = np.array([[1, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1],
+                          [1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0]], bool)
+    self.weights = rng.normal(size=(4, 6, 3)).astype(np.float32)
+
+  def _run(self, layer, mask, go_backwards, in_function=False):
+    """Outputs, final state and the gradients of a loss that reads all of
+    them, w.r.t. inputs, initial state and weights."""
+    x, h0, c0 = (tf.constant(v) for v in (self.x, self.h0, self.c0))
+
+    def compute():
+      with tf.GradientTape() as tape:
+        tape.watch([x, h0, c0])
+        outputs, (h, c) = layer(x, mask=mask, initial_state=(h0, c0),
+                                go_backwards=go_backwards)
+        loss = (tf.reduce_sum(outputs * self.weights) +
+                0.7 * tf.reduce_sum(h) + 0.3 * tf.reduce_sum(c * c))
+      grads = tape.gradient(
+          loss, [x, h0, c0, layer.kernel, layer.bias, layer.projection])
+      return [outputs, h, c] + grads
+
+    if in_function:
+      compute = tf.function(compute)
+    return [v.numpy() for v in compute()]
+
+  def test_outputs_states_and_gradients_match_the_tensorflow_ops(self):
+    names = ["outputs", "h", "c", "d_x", "d_h0", "d_c0", "d_kernel",
+             "d_bias", "d_projection"]
+    for go_backwards in (False, True):
+      for mask in (None, tf.constant(self.mask)):
+        for clip in (0.0, 0.9):
+          for static in (True, False):
+            with self.subTest(go_backwards=go_backwards,
+                              masked=mask is not None, clip=clip,
+                              static=static):
+              expected = self._run(_layer(False, static, clip, 5), mask,
+                                   go_backwards)
+              got = self._run(_layer(True, static, clip, 5), mask,
+                              go_backwards, in_function=True)
+              for name, e, g in zip(names, expected, got):
+                self.assertAllClose(g, e, atol=2e-5, rtol=1e-5, msg=name)
+
+  def test_matches_the_numpy_reference_with_active_clips(self):
+    lengths = np.array([6, 4, 1, 0])
+    mask = np.arange(6)[None, :] < lengths[:, None]
+    for go_backwards in (False, True):
+      layer = _layer(True, False, 0.9, 5)
+      outputs, h, c = self._run(layer, tf.constant(mask), go_backwards)[:3]
+      ref_out, ref_h, ref_c = projected_lstm_test._reference_lstmp(
+          self.x.astype(np.float64), lengths, layer.kernel.numpy(),
+          layer.bias.numpy(), layer.projection.numpy(), self.h0, self.c0,
+          forget_bias=1.0, cell_clip=0.9, projection_clip=0.3,
+          go_backwards=go_backwards)
+      self.assertAllClose(np.abs(ref_out).max(), 0.3)  # The clip is active.
+      self.assertAllClose(outputs, ref_out, atol=1e-5)
+      self.assertAllClose(h, ref_h, atol=1e-5)
+      self.assertAllClose(c, ref_c, atol=1e-5)
+      # The all-padding row keeps its initial state.
+      self.assertAllClose(h[3], self.h0[3])
+
+  def test_the_graph_holds_one_op_per_direction_and_its_gradient(self):
+    layer = _layer(True, True, 0.9, 5)
+    x = tf.constant(self.x)
+
+    @tf.function
+    def step():
+      with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x)[0])
+      return tape.gradient(loss, layer.kernel)
+
+    graph = step.get_concrete_function().graph
+    types = [op.type for op in graph.get_operations()]
+    self.assertEqual(types.count("ElmoLstmpSequence"), 1)
+    self.assertEqual(types.count("ElmoLstmpSequenceGrad"), 1)
+    self.assertNotIn("Sigmoid", types)
+
+  def test_other_dtypes_and_a_missing_kernel_use_the_tensorflow_ops(self):
+    policy = keras.mixed_precision.global_policy()
+    try:
+      keras.mixed_precision.set_global_policy("mixed_bfloat16")
+      layer = _layer(True, True, 0.9, 5)
+      graph = tf.function(lambda x: layer(x)[0]).get_concrete_function(
+          tf.TensorSpec((2, 6, 5), tf.float32)).graph
+      self.assertNotIn("ElmoLstmpSequence",
+                       [op.type for op in graph.get_operations()])
+    finally:
+      keras.mixed_precision.set_global_policy(policy)
+    with mock.patch.object(fused_lstmp, "load", return_value=None):
+      expected = self._run(_layer(False, True, 0.9, 5), None, False)
+      got = self._run(_layer(True, True, 0.9, 5), None, False)
+    for e, g in zip(expected, got):
+      self.assertAllClose(g, e, atol=1e-6)
+
+  def test_bad_shapes_are_errors_naming_the_input(self):
+    load = fused_lstmp.load()
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                r"w_h must be \(projection, 4 \* cell\)"):
+      load.elmo_lstmp_sequence(
+          gates_in=tf.zeros((2, 3, 28)), keep=tf.ones((2, 3)),
+          h0=tf.zeros((2, 3)), c0=tf.zeros((2, 7)), w_h=tf.zeros((4, 28)),
+          w_p=tf.zeros((7, 3)))
+
+
+class FusedTrainingTest(tf.test.TestCase):
+
+  def test_training_with_the_kernel_matches_and_exports_without_it(self):
+    tmp = tempfile.mkdtemp()
+    corpus, cache = export_testutil.prepare_toy_corpus(tmp)
+    losses = {}
+    for fused in (False, True):
+      model = config_lib.preset("tiny")
+      model = model.replace(lstm=model.lstm.replace(fused_kernel=fused))
+      config = config_lib.ExperimentConfig(
+          model=model,
+          data=config_lib.DataConfig(corpus=corpus, batching="stream",
+                                     batch_size=8, unroll_steps=10),
+          train=config_lib.TrainConfig(
+              max_steps=6, log_every_steps=6, checkpoint_every_steps=6,
+              eval_every_steps=0, seed=3, learning_rate=0.5))
+      model_dir = os.path.join(tmp, f"run_fused_{fused}")
+      with trainer_lib.make_trainer(config, model_dir,
+                                    cache_root=cache) as trainer:
+        losses[fused] = [trainer.train_step()["loss"] for _ in range(6)]
+        trainer.manager.save(checkpoint_number=6)
+    # The same steps (float rounding apart).
+    self.assertAllClose(losses[True], losses[False], rtol=1e-4)
+
+    saved = export_lib.export_saved_model(
+        os.path.join(tmp, "run_fused_True"), os.path.join(tmp, "export"))
+    with open(os.path.join(saved, "saved_model.pb"), "rb") as f:
+      self.assertNotIn(b"ElmoLstmpSequence", f.read())
+    # The config asset keeps the run's recipe (fine-tuning from the
+    # SavedModel trains with the kernel again).
+    config, _ = export_lib.read_export(saved)
+    self.assertTrue(config.model.lstm.fused_kernel)
+
+
+if __name__ == "__main__":
+  tf.test.main()
