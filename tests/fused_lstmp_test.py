@@ -65,7 +65,7 @@ class FusedLSTMPTest(tf.test.TestCase):
         tape.watch([x, h0, c0])
         outputs, (h, c) = layer(x, mask=mask, initial_state=(h0, c0),
                                 go_backwards=go_backwards)
-        loss = (tf.reduce_sum(outputs * self.weights) +
+        loss = (tf.reduce_sum(tf.cast(outputs, tf.float32) * self.weights) +
                 0.7 * tf.reduce_sum(h) + 0.3 * tf.reduce_sum(c * c))
       grads = tape.gradient(
           loss, [x, h0, c0, layer.kernel, layer.bias, layer.projection])
@@ -126,17 +126,27 @@ class FusedLSTMPTest(tf.test.TestCase):
     self.assertEqual(types.count("ElmoLstmpSequenceGrad"), 1)
     self.assertNotIn("Sigmoid", types)
 
-  def test_other_dtypes_and_a_missing_kernel_use_the_tensorflow_ops(self):
+  def test_mixed_bfloat16_runs_the_kernel_in_float32(self):
     policy = keras.mixed_precision.global_policy()
     try:
       keras.mixed_precision.set_global_policy("mixed_bfloat16")
-      layer = _layer(True, True, 0.9, 5)
-      graph = tf.function(lambda x: layer(x)[0]).get_concrete_function(
+      mask = tf.constant(self.mask)
+      expected = self._run(_layer(False, True, 0.9, 5), mask, True)
+      fused = _layer(True, True, 0.9, 5)
+      got = self._run(fused, mask, True)
+      graph = tf.function(lambda x: fused(x)[0]).get_concrete_function(
           tf.TensorSpec((2, 6, 5), tf.float32)).graph
-      self.assertNotIn("ElmoLstmpSequence",
-                       [op.type for op in graph.get_operations()])
     finally:
       keras.mixed_precision.set_global_policy(policy)
+    self.assertIn("ElmoLstmpSequence",
+                  [op.type for op in graph.get_operations()])
+    self.assertEqual(got[0].dtype, expected[0].dtype)  # bfloat16 outputs
+    # bfloat16 steps (8 bits of mantissa) against float32 steps.
+    for e, g in zip(expected, got):
+      self.assertAllClose(np.asarray(g, np.float32), np.asarray(e, np.float32),
+                          atol=0.05, rtol=0.05)
+
+  def test_a_missing_kernel_uses_the_tensorflow_ops(self):
     with mock.patch.object(fused_lstmp, "load", return_value=None):
       expected = self._run(_layer(False, True, 0.9, 5), None, False)
       got = self._run(_layer(True, True, 0.9, 5), None, False)

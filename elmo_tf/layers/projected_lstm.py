@@ -57,8 +57,9 @@ class ProjectedLSTM(keras.layers.Layer):
     static_unroll_max_steps: unroll the recurrence when the number of steps
       is static and at most this (0: always use the while loop).
     fused_kernel: run the whole recurrence, and its gradient, as one op
-      each (`elmo_tf.ops.fused_lstmp`) when the compute dtype is float32 and
-      the kernel loads; otherwise the TensorFlow ops above. Same math.
+      each (`elmo_tf.ops.fused_lstmp`) when the kernel loads, in float32
+      (under mixed_bfloat16 too: only the input matmul runs in bfloat16);
+      otherwise the TensorFlow ops above. Same math.
     Unset arguments take their defaults from `LSTMConfig`.
     **kwargs: standard `keras.layers.Layer` arguments.
 
@@ -209,7 +210,7 @@ class ProjectedLSTM(keras.layers.Layer):
     return outputs, state
 
   def _use_fused_kernel(self, dtype) -> bool:
-    if not self.fused_kernel or dtype != tf.float32:
+    if not self.fused_kernel or dtype not in (tf.float32, tf.bfloat16):
       return False
     from elmo_tf.ops import fused_lstmp  # pylint: disable=g-import-not-at-top
     return fused_lstmp.load() is not None
@@ -221,18 +222,28 @@ class ProjectedLSTM(keras.layers.Layer):
     Returns (outputs (batch, time, projection_dim), h_final, c_final).
     """
     from elmo_tf.ops import fused_lstmp  # pylint: disable=g-import-not-at-top
-    # (batch, time, 4 * cell): the input part of every step at once.
+    # (batch, time, 4 * cell): the input part of every step at once, in the
+    # compute dtype (a bfloat16 matmul under mixed_bfloat16).
     input_gates = tf.tensordot(x, input_kernel, axes=1) + gate_bias
     if mask is None:
       keep = tf.ones(tf.shape(x)[:2], tf.float32)  # (batch, time)
     else:
       keep = tf.cast(mask, tf.float32)
+    # The kernel runs in float32 (under mixed_bfloat16 too: the recurrence's
+    # many small steps gain little from bfloat16 and would lose precision),
+    # on the float32 weights, not on their bfloat16 casts.
+    if x.dtype != tf.float32:
+      _, recurrent_kernel = tf.split(
+          tf.cast(self.kernel, tf.float32),
+          [self.input_dim, self.projection_dim], axis=0)
+      projection = tf.cast(self.projection, tf.float32)
+    f32 = lambda t: tf.cast(t, tf.float32)
     h_seq, _, h_final, c_final = fused_lstmp.lstmp_sequence(
-        input_gates, keep, h0, c0, recurrent_kernel, projection,
-        cell_clip=self.cell_clip, proj_clip=self.projection_clip,
-        reverse=go_backwards)
+        f32(input_gates), keep, f32(h0), f32(c0), recurrent_kernel,
+        projection, cell_clip=self.cell_clip,
+        proj_clip=self.projection_clip, reverse=go_backwards)
     outputs = h_seq if mask is None else h_seq * keep[:, :, None]
-    return outputs, h_final, c_final
+    return tf.cast(outputs, x.dtype), h_final, c_final
 
   def _unrolled(self, step, x, mask, h0, c0, input_kernel, gate_bias,
                 n_steps, go_backwards):
