@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from elmo_tf import config as config_lib
+from elmo_tf.layers import char_cnn
 from elmo_tf.layers.char_cnn import CharacterEncoder
 
 _SLOTS = 50
@@ -106,7 +107,38 @@ class CharacterEncoderTest(tf.test.TestCase):
     for conv in encoder.convolutions:
       expected = tf.reduce_max(
           tf.nn.conv1d(embedded, conv.kernel, 1, "VALID"), axis=1) + conv.bias
-      self.assertAllClose(conv(embedded), expected, atol=1e-5)
+      self.assertAllClose(
+          conv(rows, embeddings=encoder.char_embedding.embeddings), expected,
+          atol=1e-5)
+
+  def test_gradients_match_conv1d_and_the_table_gradient_is_dense(self):
+    encoder = CharacterEncoder(**self.kwargs)
+    encoder.build()
+    rows = tf.reshape(self.char_ids, (-1, 50))
+    table = encoder.char_embedding.embeddings
+    weights = tf.random.stateless_normal((rows.shape[0], 16), seed=(1, 2))
+
+    def loss_of(pooled):
+      return tf.reduce_sum(tf.concat(pooled, axis=-1) * weights)
+
+    with tf.GradientTape(persistent=True) as tape:
+      # The reference: embed, then tf.nn.conv1d over the embedded slots.
+      embedded = tf.gather(table, rows)
+      expected = loss_of([
+          tf.reduce_max(tf.nn.conv1d(embedded, conv.kernel, 1, "VALID"),
+                        axis=1) + conv.bias for conv in encoder.convolutions])
+      got = loss_of([conv(rows, embeddings=char_cnn._dense_gradient(table))
+                     for conv in encoder.convolutions])
+    self.assertAllClose(got, expected, atol=1e-4)
+    variables = [table] + [v for conv in encoder.convolutions
+                           for v in (conv.kernel, conv.bias)]
+    for e, g in zip(tape.gradient(expected, variables),
+                    tape.gradient(got, variables)):
+      self.assertAllClose(tf.convert_to_tensor(g), tf.convert_to_tensor(e),
+                          atol=1e-4)
+    # One row per character in the global gradient norm (IndexedSlices
+    # would hold one per occurrence, and inflate the norm).
+    self.assertIsInstance(tape.gradient(got, table), tf.Tensor)
 
   def test_weight_layout(self):
     encoder = CharacterEncoder(**self.kwargs)

@@ -22,6 +22,23 @@ def char_row_keys(char_ids):
   return tf.strings.unicode_encode(rows, "UTF-8")
 
 
+def _dense_gradient(table):
+  """`table` (a variable or tensor) as a tensor whose gradient is made
+  dense (summed per row) here.
+
+  Every character id occurs thousands of times in a step's windows; as
+  IndexedSlices their gradient would count each occurrence as its own row in
+  the global gradient norm (and in the clip), where the table's real
+  gradient is the per-row sum.
+  """
+  return _identity_with_dense_gradient(tf.convert_to_tensor(table))
+
+
+@tf.custom_gradient
+def _identity_with_dense_gradient(tensor):
+  return tf.identity(tensor), tf.convert_to_tensor
+
+
 class _MaxPooledConvolution(keras.layers.Layer):
   """One filter width of the character CNN: valid convolution + max over slots.
 
@@ -49,21 +66,27 @@ class _MaxPooledConvolution(keras.layers.Layer):
         name="bias", shape=(self.n_filters,), initializer="zeros")
     self.built = True
 
-  def call(self, inputs):
-    # inputs: (n, chars, embedding_dim)
-    x = inputs
-    n_slots = tf.shape(x)[1] - self.width + 1
-    embedding_dim = x.shape[2]
-    # (n, n_slots, width * embedding_dim), window-major like the kernel.
-    windows = tf.concat(
-        [x[:, i:i + n_slots, :] for i in range(self.width)], axis=-1)
-    kernel = tf.reshape(tf.cast(self.kernel, x.dtype),
+  def call(self, char_ids, embeddings):
+    """char_ids: (n, chars) int32; embeddings: (n_characters, embedding_dim),
+    the character table in the compute dtype. Returns (n, n_filters)."""
+    n_slots = tf.shape(char_ids)[1] - self.width + 1
+    embedding_dim = embeddings.shape[-1]
+    # The windows are cut from the ids and then embedded, not cut from the
+    # embedded characters: slicing ints has no gradient, while every slice
+    # of the embedded characters has a full-size StridedSliceGrad (28 per
+    # step at the `small` filters). (n, n_slots, width)
+    id_windows = tf.stack(
+        [char_ids[:, i:i + n_slots] for i in range(self.width)], axis=-1)
+    # (n * n_slots, width * embedding_dim), window-major like the kernel.
+    windows = tf.reshape(tf.gather(embeddings, id_windows),
+                         (-1, self.width * embedding_dim))
+    kernel = tf.reshape(tf.cast(self.kernel, embeddings.dtype),
                         (self.width * embedding_dim, self.n_filters))
-    features = tf.matmul(
-        tf.reshape(windows, (-1, self.width * embedding_dim)), kernel)
-    features = tf.reshape(features, (-1, n_slots, self.n_filters))
+    features = tf.reshape(tf.matmul(windows, kernel),
+                          (-1, n_slots, self.n_filters))
     # (n, n_filters)
-    return tf.reduce_max(features, axis=1) + tf.cast(self.bias, x.dtype)
+    return (tf.reduce_max(features, axis=1) +
+            tf.cast(self.bias, embeddings.dtype))
 
 
 @keras.saving.register_keras_serializable(package="elmo_tf")
@@ -209,9 +232,12 @@ class CharacterEncoder(keras.layers.Layer):
     """
     if self.trim_padding:
       char_ids = self._trim_padding_slots(char_ids)  # (n, kept slots)
-    embedded = self.char_embedding(char_ids)  # (n, chars, embedding_dim)
+    embeddings = _dense_gradient(tf.cast(
+        self.char_embedding.embeddings,
+        self.compute_dtype))  # (n_characters, embedding_dim)
     # Each: max over the slots of a valid convolution, (n, filters).
-    pooled = [conv(embedded) for conv in self.convolutions]
+    pooled = [conv(char_ids, embeddings=embeddings)
+              for conv in self.convolutions]
     x = self.activation(tf.concat(pooled, axis=-1))  # (n, n_filters)
     for highway in self.highways:
       x = highway(x)  # (n, n_filters)
