@@ -18,6 +18,9 @@ BENCHMARKS = (
     # Where one training step's time goes (cpu_small, 5 profiled steps):
     # bench/results/profile_cpu_small.json, trace in runs/profile/.
     ("bench.profile_step",),
+    # The fused LSTMP kernel's forward and gradient op alone, per LSTM:
+    # bench/results/fused_lstmp.json.
+    ("bench.fused_lstmp_bench",),
     ("bench.embed_bench",),
     # Importing a published-size (`small`) options.json + hdf5 pair.
     ("bench.import_hdf5_bench",),

@@ -163,6 +163,17 @@ class FusedLSTMPTest(tf.test.TestCase):
           w_p=tf.zeros((7, 3)))
 
 
+class FusedLSTMPBenchTest(tf.test.TestCase):
+
+  def test_bench_measures_both_ops(self):
+    from bench import fused_lstmp_bench  # pylint: disable=g-import-not-at-top
+    row = fused_lstmp_bench.measure(2, 3, 4, 2, calls=2)
+    self.assertEqual((row["batch"], row["steps"], row["cell"],
+                      row["projection"]), (2, 3, 4, 2))
+    self.assertGreater(row["forward_ms"], 0)
+    self.assertGreater(row["gradient_ms"], 0)
+
+
 class FusedTrainingTest(tf.test.TestCase):
 
   def test_training_with_the_kernel_matches_and_exports_without_it(self):

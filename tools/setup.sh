@@ -58,9 +58,25 @@ fi
 # training and tests find it ready (elmo_tf compiles it on first use
 # otherwise). A failure only costs speed: training falls back to
 # TensorFlow's ops.
-TF_CPP_MIN_LOG_LEVEL=3 "$VENV/bin/python" - 2>/dev/null <<'PY'
+# Skipped (no TensorFlow start-up) when this source, these pins and this CPU
+# were built for already and a kernel is in the cache.
+KERNEL_STAMP="$VENV/.lstmp_kernel.sha256"
+OPS_CACHE=${ELMO_TF_OPS_CACHE:-$HOME/.cache/elmo_tf/ops}
+want=$(cat elmo_tf/ops/lstmp_kernel.cc requirements.txt \
+         <(grep -m1 "^model name" /proc/cpuinfo) <(grep -m1 "^flags" /proc/cpuinfo) |
+       sha256sum | cut -d' ' -f1)
+if [ "$(cat "$KERNEL_STAMP" 2>/dev/null)" != "$want" ] ||
+   ! compgen -G "$OPS_CACHE/lstmp_kernel-*.so" >/dev/null; then
+  echo "setup: building the fused LSTMP kernel"
+  if TF_CPP_MIN_LOG_LEVEL=3 "$VENV/bin/python" - 2>/dev/null <<'PY'
+import sys
 from elmo_tf.ops import fused_lstmp
 if fused_lstmp.load() is None:
     print("setup: the fused LSTMP kernel did not build (training uses "
           "TensorFlow's ops):", fused_lstmp.failure())
+    sys.exit(1)
 PY
+  then
+    echo "$want" > "$KERNEL_STAMP"
+  fi
+fi

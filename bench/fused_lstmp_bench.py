@@ -1,0 +1,109 @@
+r"""The fused LSTMP kernel alone: forward and gradient op time per LSTM.
+
+  .venv/bin/python -m bench.fused_lstmp_bench
+  .venv/bin/python -m bench.fused_lstmp_bench --lstmp_sizes=32x20x256x64
+
+For each batch x steps x cell x projection size, times one call of the
+forward op (`ElmoLstmpSequence`) and one of its gradient
+(`ElmoLstmpSequenceGrad`) on random inputs, median of --lstmp_calls calls
+after 5 warm-up calls, and the matmul rate that implies (the op runs on
+one core). Writes bench/results/fused_lstmp.json.
+"""
+
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+from bench import machine
+
+_SIZES = flags.DEFINE_list(
+    "lstmp_sizes", ["32x20x256x64", "32x20x1024x128", "64x20x512x128"],
+    "batch x steps x cell x projection: bilm-tf's 256/64 reference, the "
+    "paper's `small`, `cpu_small` at its training batch.")
+_CALLS = flags.DEFINE_integer("lstmp_calls", 50, "Timed calls per op.")
+_OUT = flags.DEFINE_string(
+    "lstmp_out", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                              "results", "fused_lstmp.json"),
+    "Result JSON.")
+
+
+def _median_ms(fn, calls: int) -> float:
+  for _ in range(5):
+    fn()
+  times = []
+  for _ in range(calls):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return 1000 * statistics.median(times)
+
+
+def measure(batch: int, steps: int, cell: int, proj: int, calls: int) -> dict:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from elmo_tf.ops import fused_lstmp  # pylint: disable=g-import-not-at-top
+  ops = fused_lstmp.load()
+  if ops is None:
+    raise RuntimeError(f"The kernel did not build: {fused_lstmp.failure()}")
+  rng = np.random.default_rng(0)
+  const = lambda *shape, scale=1.0: tf.constant(
+      rng.normal(size=shape).astype("float32") * scale)
+  gates_in = const(batch, steps, 4 * cell)
+  keep = tf.ones((batch, steps))
+  h0, c0 = tf.zeros((batch, proj)), tf.zeros((batch, cell))
+  w_h, w_p = const(proj, 4 * cell, scale=0.1), const(cell, proj, scale=0.1)
+  clips = dict(cell_clip=3.0, proj_clip=3.0)
+  outputs = ops.elmo_lstmp_sequence(gates_in, keep, h0, c0, w_h, w_p, **clips)
+  d_h_seq, d_c_seq = tf.ones((batch, steps, proj)), tf.zeros((batch, steps,
+                                                               cell))
+  forward_ms = _median_ms(lambda: ops.elmo_lstmp_sequence(
+      gates_in, keep, h0, c0, w_h, w_p, **clips)[0].numpy(), calls)
+  gradient_ms = _median_ms(lambda: ops.elmo_lstmp_sequence_grad(
+      keep, h0, c0, w_h, w_p, *outputs[:5], d_h_seq, d_c_seq, h0, c0,
+      **clips)[0].numpy(), calls)
+  # Matmul flops: per step h @ w_h and m @ w_p forward; the gradient has
+  # two per step plus the two weight gradients over all steps.
+  forward_flops = 2 * batch * steps * (proj * 4 * cell + cell * proj)
+  return {"batch": batch, "steps": steps, "cell": cell, "projection": proj,
+          "forward_ms": round(forward_ms, 3),
+          "gradient_ms": round(gradient_ms, 3),
+          "forward_matmul_gflops": round(forward_flops / forward_ms / 1e6, 1),
+          "gradient_matmul_gflops": round(
+              2 * forward_flops / gradient_ms / 1e6, 1)}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  rows = []
+  for size in _SIZES.value:
+    batch, steps, cell, proj = (int(v) for v in size.split("x"))
+    rows.append(measure(batch, steps, cell, proj, _CALLS.value))
+    print(json.dumps(rows[-1]), flush=True)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  report = {
+      "benchmark": "fused_lstmp",
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec="seconds"),
+      "machine": {"cpu": machine.cpu_model(), "cpu_count": os.cpu_count()},
+      "tensorflow": tf.__version__,
+      "command": " ".join(["python", "-m", "bench.fused_lstmp_bench"] +
+                          sys.argv[1:]),
+      "calls": _CALLS.value,
+      "rows": rows,
+  }
+  os.makedirs(os.path.dirname(_OUT.value), exist_ok=True)
+  with open(_OUT.value, "w", encoding="utf-8") as f:
+    json.dump(report, f, indent=2)
+    f.write("\n")
+  print(f"wrote {_OUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)
