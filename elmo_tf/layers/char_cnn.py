@@ -29,14 +29,13 @@ def _dense_gradient(table):
   Every character id occurs thousands of times in a step's windows; as
   IndexedSlices their gradient would count each occurrence as its own row in
   the global gradient norm (and in the clip), where the table's real
-  gradient is the per-row sum.
+  gradient is the per-row sum. A product with a scalar one does it: Mul's
+  gradient multiplies the incoming gradient as a dense tensor. (Not a
+  tf.custom_gradient, whose gradient function cannot take IndexedSlices
+  inside the encoder-cache tf.cond of exported models.)
   """
-  return _identity_with_dense_gradient(tf.convert_to_tensor(table))
-
-
-@tf.custom_gradient
-def _identity_with_dense_gradient(tensor):
-  return tf.identity(tensor), tf.convert_to_tensor
+  table = tf.convert_to_tensor(table)
+  return table * tf.ones((), table.dtype)
 
 
 class _MaxPooledConvolution(keras.layers.Layer):
