@@ -62,7 +62,7 @@ fi
 # were built for already and a kernel is in the cache.
 KERNEL_STAMP="$VENV/.lstmp_kernel.sha256"
 OPS_CACHE=${ELMO_TF_OPS_CACHE:-$HOME/.cache/elmo_tf/ops}
-want=$(cat elmo_tf/ops/lstmp_kernel.cc requirements.txt \
+want=$(cat elmo_tf/ops/lstmp_kernel.cc elmo_tf/ops/fused_lstmp.py requirements.txt \
          <(grep -m1 "^model name" /proc/cpuinfo) <(grep -m1 "^flags" /proc/cpuinfo) |
        sha256sum | cut -d' ' -f1)
 if [ "$(cat "$KERNEL_STAMP" 2>/dev/null)" != "$want" ] ||

@@ -37,7 +37,10 @@ import tensorflow as tf
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                        "lstmp_kernel.cc")
 _CXX = os.environ.get("CXX", "g++")
-_FLAGS = ("-shared", "-fPIC", "-O3", "-march=native",
+# -mno-avx512fp16: TensorFlow 2.21's Eigen headers do not compile under g++
+# 12 with AVX512-FP16 on (Sapphire Rapids: PacketMathFP16.h, "expected
+# initializer before '<'"); the kernel has no half-precision code to lose.
+_FLAGS = ("-shared", "-fPIC", "-O3", "-march=native", "-mno-avx512fp16",
           "-Wno-deprecated-declarations")
 
 _lock = threading.Lock()
@@ -86,8 +89,11 @@ def build(path: str) -> None:
     result = subprocess.run(command, capture_output=True, text=True,
                             check=False)
     if result.returncode != 0:
-      raise RuntimeError(f"{_CXX} failed ({result.returncode}): "
-                         f"{result.stderr[-2000:]}")
+      # The errors, not the tail: Eigen's warnings can fill the last 2 kB.
+      errors = [line for line in result.stderr.splitlines()
+                if " error: " in line or line.startswith("error")]
+      raise RuntimeError(f"{_CXX} failed ({result.returncode}): " + (
+          "\n".join(errors[:10]) if errors else result.stderr[-2000:]))
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
