@@ -12,7 +12,8 @@ Adagrad leaves a row whose gradient is zero exactly as it was (its
 accumulator gains 0, the variable moves by lr * 0 / sqrt(...) = 0), so
 updating only the touched rows is the same algorithm. Adam is not: the
 moments of untouched rows decay every step, so a "lazy" Adam would be
-another optimizer; the trainer keeps Keras's dense Adam.
+another optimizer; the trainer keeps Adam dense (`FusedAdam`: Keras's Adam
+through TensorFlow's one-pass kernel).
 """
 
 import keras
@@ -23,7 +24,8 @@ import tensorflow as tf
 class SparseAdagrad(keras.optimizers.Adagrad):
   """`keras.optimizers.Adagrad` with exact row-wise updates for IndexedSlices.
 
-  Dense gradients take Keras's own `update_step`. An `IndexedSlices`
+  A dense gradient is applied by TensorFlow's fused Adagrad kernel
+  (`ResourceApplyAdagradV2`, one pass). An `IndexedSlices`
   gradient (rows `indices` of the variable) is applied to those rows only,
   with Keras's formula:
 
@@ -60,9 +62,21 @@ class SparseAdagrad(keras.optimizers.Adagrad):
     super().__init__(*args, name=name or "adagrad", **kwargs)
 
   def update_step(self, gradient, variable, learning_rate):
-    if not isinstance(gradient, tf.IndexedSlices):
-      return super().update_step(gradient, variable, learning_rate)
     accumulator = self._accumulators[self._get_variable_index(variable)]
+    if not isinstance(gradient, tf.IndexedSlices):
+      # One fused kernel (accum += g^2; var -= lr * g / (sqrt(accum) + eps))
+      # instead of Keras's six elementwise passes over each weight, whose
+      # memory traffic was most of the optimizer's time per step. Keras
+      # divides by sqrt(accum + eps): with the accumulator starting at
+      # `initial_accumulator_value` > 0 the two agree to float32 rounding.
+      variable = _tf_variable(variable)
+      tf.raw_ops.ResourceApplyAdagradV2(
+          var=variable.handle, accum=_tf_variable(accumulator).handle,
+          lr=tf.cast(learning_rate, variable.dtype),
+          epsilon=tf.cast(self.epsilon, variable.dtype),
+          grad=tf.cast(gradient, variable.dtype), use_locking=False,
+          update_slots=True)
+      return None
     # The tf.Variables behind Keras variables: gather / scatter on them read
     # and write rows in place (a Keras variable would be read whole first).
     variable = _tf_variable(variable)
@@ -75,6 +89,62 @@ class SparseAdagrad(keras.optimizers.Adagrad):
     accumulator.scatter_update(tf.IndexedSlices(accumulated, rows))
     variable.scatter_sub(tf.IndexedSlices(
         lr * values / tf.sqrt(accumulated + self.epsilon), rows))
+    return None
+
+
+@keras.saving.register_keras_serializable(package="elmo_tf")
+class FusedAdam(keras.optimizers.Adam):
+  """`keras.optimizers.Adam` applied by TensorFlow's fused Adam kernel.
+
+  Keras's `update_step` spends about ten elementwise ops (each a pass over
+  the weight and its moments) per variable; `ResourceApplyAdam` makes one
+  pass with the same formula:
+
+    m += (g - m) * (1 - beta_1);  v += (g^2 - v) * (1 - beta_2)
+    variable -= m * alpha / (sqrt(v) + epsilon),
+    alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)
+
+  The kernel computes 1 - beta in float32 where Keras uses Python floats,
+  so the moments differ from Keras's by ~1e-5 relative (an Adam whose betas
+  are their float32 values).
+
+  `IndexedSlices` gradients (the softmax's and embeddings' rows) and
+  `amsgrad=True` keep Keras's own update, on purpose: Keras squares each
+  duplicate row of an IndexedSlices separately (its sparse `square`), so a
+  row gathered k times gets a second moment of sum(g_i^2), not
+  (sum g_i)^2, and its step can be up to sqrt(k) times Adam's. Frequent
+  softmax rows therefore learn faster than under dense Adam, and every
+  recipe here (`make train`'s included) was tuned with that behaviour; the
+  fused kernel (dense Adam) would change the algorithm, not only its speed.
+  The default name is "adam", as Keras's, so variable paths (checkpoints)
+  are those of `keras.optimizers.Adam`.
+
+  Args:
+    as `keras.optimizers.Adam`.
+  """
+
+  def __init__(self, *args, name=None, **kwargs):
+    super().__init__(*args, name=name or "adam", **kwargs)
+
+  def update_step(self, gradient, variable, learning_rate):
+    if self.amsgrad or isinstance(gradient, tf.IndexedSlices):
+      return super().update_step(gradient, variable, learning_rate)
+    index = self._get_variable_index(variable)
+    variable = _tf_variable(variable)
+    dtype = variable.dtype
+    local_step = tf.cast(self.iterations + 1, dtype)
+    beta_1 = tf.cast(self.beta_1, dtype)
+    beta_2 = tf.cast(self.beta_2, dtype)
+    tf.raw_ops.ResourceApplyAdam(
+        var=variable.handle,
+        m=_tf_variable(self._momentums[index]).handle,
+        v=_tf_variable(self._velocities[index]).handle,
+        beta1_power=tf.pow(beta_1, local_step),
+        beta2_power=tf.pow(beta_2, local_step),
+        lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
+        epsilon=tf.cast(self.epsilon, dtype),
+        grad=tf.cast(gradient, dtype),
+        use_locking=False, use_nesterov=False)
     return None
 
 

@@ -359,8 +359,9 @@ class Trainer:
       # Dense: Adam's moments decay on every row, touched or not, so each
       # step reads and writes the whole softmax and its two slots (a "lazy"
       # Adam that skips untouched rows would be another algorithm). Its
-      # step time grows with the vocabulary.
-      return keras.optimizers.Adam(learning_rate=train.learning_rate)
+      # step time grows with the vocabulary. FusedAdam: Keras's Adam in one
+      # pass per weight (optimizers.py).
+      return optimizers_lib.FusedAdam(learning_rate=train.learning_rate)
     if train.optimizer == "sgd":
       return keras.optimizers.SGD(learning_rate=train.learning_rate)
     raise ValueError(f"Unknown optimizer {train.optimizer!r}; choose one of "
@@ -416,12 +417,11 @@ class Trainer:
         grads = [tf.convert_to_tensor(g) for g in grads]
         grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
       grads, grad_norm = tf.clip_by_global_norm(grads, clip_norm)
-      finite = tf.math.is_finite(outputs["loss"]) & tf.math.is_finite(grad_norm)
-
-      # A non-finite loss zeroes the update (no tf.cond: the optimizer's
-      # cross-replica sum cannot sit inside control flow); the host then
-      # stops training without saving, so the last checkpoint stays good.
-      grads = [_zero_unless(finite, g) for g in grads]
+      # A non-finite loss or norm is not masked out of the update here (a
+      # tf.where over every gradient cost 2% of the step): the host's
+      # divergence guard sees it in this step's metrics and stops training
+      # before anything is saved, so the last checkpoint stays good and the
+      # poisoned in-memory weights are never used again.
       if n_replicas > 1:
         # The Keras optimizer sums gradients across replicas once more; they
         # are already summed, so divide them back.
@@ -514,7 +514,8 @@ class Trainer:
     over all workers in `metrics["stop_requests"]`.
 
     Raises TrainingError when `divergence_guard` fires (the step is not
-    counted; on a non-finite loss its update was skipped too).
+    counted and nothing is saved; the update already applied stays in the
+    in-memory weights, which are then no longer fit to save or use).
     """
     step = self.current_step
     if self.config.data.batching == "stream":
@@ -696,17 +697,6 @@ def _abs_max(weights):
   """Largest |weight| of one variable or tensor: () float32 (NaN
   propagates)."""
   return tf.reduce_max(tf.abs(tf.cast(weights, tf.float32)))
-
-
-def _zero_unless(condition, gradient):
-  """`gradient` where `condition` holds, else zeros; keeps IndexedSlices."""
-  if gradient is None:
-    return None
-  if isinstance(gradient, tf.IndexedSlices):
-    return tf.IndexedSlices(
-        tf.where(condition, gradient.values, tf.zeros_like(gradient.values)),
-        gradient.indices, gradient.dense_shape)
-  return tf.where(condition, gradient, tf.zeros_like(gradient))
 
 
 _perplexity = evaluation_lib.perplexity

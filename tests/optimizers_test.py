@@ -68,11 +68,14 @@ class SparseAdagradTest(unittest.TestCase):
                             use_tf_function=use_tf_function)
       for a, b in zip(got + got_slots, expected + expected_slots):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
-    # Dense gradients take Keras's own path.
-    got, _ = _run(_adagrad(optimizers_lib.SparseAdagrad), gradients,
-                  densify=True, use_tf_function=False)
-    for a, b in zip(got, expected):
-      np.testing.assert_array_equal(a, b)
+    # Dense gradients take TensorFlow's fused kernel: Keras's numbers to
+    # float32 rounding (eps outside the square root instead of inside).
+    for use_tf_function in (False, True):
+      got, got_slots = _run(_adagrad(optimizers_lib.SparseAdagrad),
+                            gradients, densify=True,
+                            use_tf_function=use_tf_function)
+      for a, b in zip(got + got_slots, expected + expected_slots):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
   def test_rows_without_gradient_keep_their_bits(self):
     gradients = _gradients(np.random.default_rng(2), steps=3)
@@ -142,6 +145,42 @@ class SparseAdagradTest(unittest.TestCase):
         [g.indices.numpy() for g, _ in gradients]))
     untouched = np.setdiff1d(np.arange(ROWS), touched)
     np.testing.assert_array_equal(table[untouched], before[untouched])
+
+
+
+class FusedAdamTest(unittest.TestCase):
+
+  def test_matches_keras_adam(self):
+    # Eager and traced, over 6 steps: Keras's weights and moments, to the
+    # rounding of 1 - beta on dense gradients (TensorFlow's kernel takes it
+    # in float32, Keras in Python floats: the second moment differs by ~1e-5
+    # relative). IndexedSlices (densify=False; index 5 repeated) take
+    # Keras's own sparse update, which dense Adam would miss by far more.
+    gradients = _gradients(np.random.default_rng(4), steps=6)
+    for densify in (True, False):
+      expected, expected_slots = _run(keras.optimizers.Adam(0.05), gradients,
+                                      densify=densify, use_tf_function=False)
+      for use_tf_function in (False, True):
+        got, got_slots = _run(optimizers_lib.FusedAdam(0.05), gradients,
+                              densify=densify,
+                              use_tf_function=use_tf_function)
+        for a, b in zip(got + got_slots, expected + expected_slots):
+          np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+  def test_one_kernel_per_variable_name_and_config(self):
+    optimizer = optimizers_lib.FusedAdam(0.05)
+    self.assertEqual(optimizer.name, "adam")
+    variable = keras.Variable(tf.zeros((4, 3)))
+    optimizer.build([variable])
+    apply = tf.function(lambda g: optimizer.apply([g], [variable]))
+    graph = apply.get_concrete_function(tf.TensorSpec((4, 3))).graph
+    types = [op.type for op in graph.get_operations()]
+    self.assertEqual(types.count("ResourceApplyAdam"), 1)
+    self.assertNotIn("AssignSubVariableOp", types)
+    again = keras.optimizers.deserialize(
+        keras.optimizers.serialize(optimizer))
+    self.assertIsInstance(again, optimizers_lib.FusedAdam)
+    self.assertFalse(optimizers_lib.updates_only_gradient_rows(optimizer))
 
 
 if __name__ == "__main__":
