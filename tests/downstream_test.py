@@ -105,6 +105,27 @@ class EnglishTest(tf.test.TestCase):
     test_starts = {e.tokens for e in task.test}
     self.assertFalse({t[:4] for t in train | valid} & test_starts)
 
+  def test_wordnet_gloss_sentences(self):
+    line = ("10628644 18 n 01 sucker 0 001 @ 10019406 n 0000 | a person who "
+            "is gullible and easy to take advantage of; \"he was sold a "
+            "bill of 2 goods\"; fool  \n")
+    self.assertEqual(tasks.wordnet_gloss_sentences(line), [
+        "a person who is gullible and easy to take advantage of".split(),
+        "he was sold a bill of N goods".split()])
+    self.assertEqual(tasks.wordnet_gloss_sentences(
+        "  1 This software and database is being provided | to you\n"), [])
+    directory = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+    for part in ("adj", "adv", "noun", "verb"):
+      with open(os.path.join(directory, f"data.{part}"), "w",
+                encoding="latin-1") as f:
+        f.write(line)  # The same gloss in every file: written once.
+    out = os.path.join(directory, "wordnet.txt")
+    self.assertEqual(tasks.write_wordnet_text(out, directory), 2)
+    with open(out, encoding="utf-8") as f:
+      self.assertEqual(f.read().splitlines()[1],
+                       "he was sold a bill of N goods")
+
   def test_movie_loader_on_the_cached_sdist(self):
     sdist = tasks.vader_sdist(download=False)
     if sdist is None:

@@ -584,3 +584,48 @@ def write_domain_text(task: Task, out_dir: str) -> str:
       f.write("\n".join(lines) + "\n")
     os.replace(tmp, paths[split])  # Never a half-written file.
   return ";".join(f"{split}={path}" for split, path in paths.items())
+
+
+# === More English text for the English biLM: WordNet's glosses ===
+
+WORDNET_DIR = "/usr/share/wordnet"  # Debian's wordnet-base (make setup).
+
+
+def wordnet_gloss_sentences(data_line: str) -> list[list[str]]:
+  """The definitions and quoted examples of one line of a WordNet 3.0
+  `data.*` file, each normalized as ENGLISH_NORMALIZATION; [] for the
+  license header (lines starting with two spaces) and pieces of fewer than
+  three tokens.
+
+  `... | a person who is gullible; "he is such a sucker"` ->
+  [[a, person, who, is, gullible], [he, is, such, a, sucker]]
+  """
+  if data_line.startswith("  ") or "|" not in data_line:
+    return []
+  gloss = data_line.split("|", 1)[1]
+  sentences = []
+  for piece in re.split(r";\s*", gloss.strip()):
+    tokens = normalize_english(piece.strip().strip('"'))
+    if len(tokens) >= 3:
+      sentences.append(tokens)
+  return sentences
+
+
+def write_wordnet_text(out_path: str, wordnet_dir: str = WORDNET_DIR) -> int:
+  """Writes every distinct gloss sentence of WordNet's data.{adj,adv,noun,
+  verb} to `out_path`, one per line, in file order; returns how many."""
+  seen, lines = set(), []
+  for part in ("adj", "adv", "noun", "verb"):
+    path = os.path.join(wordnet_dir, f"data.{part}")
+    with open(path, encoding="latin-1") as f:
+      for line in f:
+        for tokens in wordnet_gloss_sentences(line):
+          text = " ".join(tokens)
+          if text not in seen:
+            seen.add(text)
+            lines.append(text)
+  tmp = f"{out_path}.tmp-{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
+  os.replace(tmp, out_path)
+  return len(lines)
