@@ -63,24 +63,24 @@ class SparseAdagrad(keras.optimizers.Adagrad):
 
   def update_step(self, gradient, variable, learning_rate):
     accumulator = self._accumulators[self._get_variable_index(variable)]
+    # The tf.Variables behind Keras variables: the fused kernel takes their
+    # handles, and gather / scatter on them read and write rows in place (a
+    # Keras variable would be read whole first).
+    variable = _tf_variable(variable)
+    accumulator = _tf_variable(accumulator)
     if not isinstance(gradient, tf.IndexedSlices):
       # One fused kernel (accum += g^2; var -= lr * g / (sqrt(accum) + eps))
       # instead of Keras's six elementwise passes over each weight, whose
       # memory traffic was most of the optimizer's time per step. Keras
       # divides by sqrt(accum + eps): with the accumulator starting at
       # `initial_accumulator_value` > 0 the two agree to float32 rounding.
-      variable = _tf_variable(variable)
       tf.raw_ops.ResourceApplyAdagradV2(
-          var=variable.handle, accum=_tf_variable(accumulator).handle,
+          var=variable.handle, accum=accumulator.handle,
           lr=tf.cast(learning_rate, variable.dtype),
           epsilon=tf.cast(self.epsilon, variable.dtype),
           grad=tf.cast(gradient, variable.dtype), use_locking=False,
           update_slots=True)
       return None
-    # The tf.Variables behind Keras variables: gather / scatter on them read
-    # and write rows in place (a Keras variable would be read whole first).
-    variable = _tf_variable(variable)
-    accumulator = _tf_variable(accumulator)
     rows, values = deduplicate(gradient)  # (U,), (U, ...)
     values = tf.cast(values, variable.dtype)
     lr = tf.cast(learning_rate, variable.dtype)

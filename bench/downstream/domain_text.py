@@ -41,9 +41,7 @@ def main(argv):
                          seed=_SEED.value)
   out_dir = os.path.abspath(_OUT_DIR.value)
   spec = tasks.write_domain_text(task, out_dir)
-  with open(os.path.join(out_dir, "corpus_spec.txt"), "w",
-            encoding="utf-8") as f:
-    f.write(spec + "\n")
+  tasks.write_lines(os.path.join(out_dir, "corpus_spec.txt"), [spec])
   print(f"{len(task.unlabelled_train)} training and {len(task.dev)} dev "
         f"texts of {task.name} in {out_dir}\n--corpus='{spec}'")
 

@@ -55,6 +55,7 @@ from typing import Optional, Sequence
 
 from elmo_tf import corpora
 from elmo_tf import peoples_daily
+from elmo_tf import text_io
 
 TASK_NAMES = ("en_movie_polarity", "zh_review_sentiment", "zh_pos")
 
@@ -579,11 +580,16 @@ def write_domain_text(task: Task, out_dir: str) -> str:
   paths = {}
   for split, lines in files.items():
     paths[split] = os.path.join(out_dir, f"{split}.txt")
-    tmp = f"{paths[split]}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.write("\n".join(lines) + "\n")
-    os.replace(tmp, paths[split])  # Never a half-written file.
+    write_lines(paths[split], lines)
   return ";".join(f"{split}={path}" for split, path in paths.items())
+
+
+def write_lines(path: str, lines: Sequence[str]) -> None:
+  """Writes `lines` to `path`, one per line, replacing it; never leaves a
+  half-written file under that name (`text_io.atomic_output`)."""
+  with text_io.atomic_output(path, overwrite=True) as partial:
+    with open(partial, "w", encoding="utf-8") as f:
+      f.write("\n".join(lines) + "\n")
 
 
 # === More English text for the English biLM: WordNet's glosses ===
@@ -624,8 +630,5 @@ def write_wordnet_text(out_path: str, wordnet_dir: str = WORDNET_DIR) -> int:
           if text not in seen:
             seen.add(text)
             lines.append(text)
-  tmp = f"{out_path}.tmp-{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write("\n".join(lines) + "\n")
-  os.replace(tmp, out_path)
+  write_lines(out_path, lines)
   return len(lines)

