@@ -9,19 +9,20 @@ from elmo_tf import config as config_lib
 
 
 def encoder_macs_per_token(model: config_lib.ModelConfig,
-                           char_width: float | None = None) -> float:
+                           char_windows: float | None = None) -> float:
   """Character CNN + highway + projection, per token encoded.
 
-  `char_width`: character slots convolved (default all 50); the backbone
-  trims the batch to its longest token plus the widest filter.
+  `char_windows`: convolution windows per token and filter width (default
+  every window of all 50 slots); the backbone convolves the windows that
+  start inside each token and one after it (the token's slots + 1).
   """
   cnn = model.char_cnn
-  if char_width is None:
-    slots = cnn.max_characters_per_token
-  else:
-    widest = max(width for width, _ in cnn.filters)
-    slots = min(cnn.max_characters_per_token, char_width + widest)
-  convs = sum(max(slots - width + 1, 1) * width * cnn.embedding_dim * n
+  slots = cnn.max_characters_per_token
+  def windows(width):
+    if char_windows is None:
+      return slots - width + 1
+    return min(char_windows, slots - width + 1)
+  convs = sum(windows(width) * width * cnn.embedding_dim * n
               for width, n in cnn.filters)
   n_filters = cnn.n_filters
   highway = cnn.n_highway * 2 * n_filters * n_filters
@@ -49,16 +50,17 @@ def softmax_macs_per_token(model: config_lib.ModelConfig) -> float:
 
 def training_flops_per_token(model: config_lib.ModelConfig,
                              encoded_fraction: float = 1.0,
-                             char_width: float | None = None) -> dict:
+                             char_windows: float | None = None) -> dict:
   """FLOPs of one training step, per target token (one direction counted).
 
   Args:
     model: the model config.
     encoded_fraction: tokens actually run through the character encoder per
       batch token (distinct tokens / tokens when the batch is deduplicated).
-    char_width: character slots per token convolved (see above).
+    char_windows: convolution windows per token and filter width (see
+      above).
   """
-  encoder = encoder_macs_per_token(model, char_width) * encoded_fraction
+  encoder = encoder_macs_per_token(model, char_windows) * encoded_fraction
   lstm = lstm_macs_per_token(model)
   softmax = softmax_macs_per_token(model)
   forward_macs = encoder + lstm + softmax

@@ -25,8 +25,8 @@ profiler trace).
 MFU = achieved FLOP/s / this machine's matmul FLOP/s in the same precision,
 measured in the same run (a large square matmul). Achieved FLOP/s counts the
 matmul work the step really executes (bench/flops.py): the character encoder
-only on the distinct tokens of each batch and on the character slots left
-after trimming trailing padding (both exact shortcuts of the backbone, off
+only on the distinct tokens of each batch and on the convolution windows
+that start inside each token (and one after it) (both exact shortcuts of the backbone, off
 under XLA, which needs static shapes), the four LSTMs, and the sampled
 softmax; training = 3x the forward pass.
 
@@ -96,13 +96,14 @@ def matmul_flops_per_sec(dtype: str, n: int = 2048, repeats: int = 20) -> float:
 
 
 def _batch_shape_stats(trainer, batches: int = 5) -> tuple[float, float]:
-  """(distinct tokens encoded per forward target token, mean trimmed width)."""
+  """(distinct tokens encoded per forward target token, mean convolution
+  windows per distinct token: its character slots + 1)."""
   import tensorflow as tf
   from elmo_tf import data as data_lib
   from elmo_tf import vocab
   dataset = data_lib.make_dataset(trainer.prepared, "train",
                                   trainer.config.data, shuffle=False, seed=0)
-  fractions, widths = [], []
+  fractions, windows = [], []
   for batch in dataset.take(batches):
     chars = tf.concat([tf.reshape(batch["char_ids"], (-1, 50)),
                        tf.reshape(batch["backward_char_ids"], (-1, 50))], 0)
@@ -110,10 +111,10 @@ def _batch_shape_stats(trainer, batches: int = 5) -> tuple[float, float]:
     targets = float(tf.reduce_sum(tf.cast(batch["forward_targets"] > 0,
                                           tf.float32)))
     fractions.append(int(unique.shape[0]) / targets)
-    real_slots = (chars > 0) & (chars != vocab.PADDING_CHAR)  # (n, 50)
-    widths.append(int(tf.reduce_max(tf.reduce_sum(
-        tf.cast(real_slots, tf.int32), -1))))
-  return sum(fractions) / len(fractions), sum(widths) / len(widths)
+    real_slots = (unique > 0) & (unique != vocab.PADDING_CHAR)  # (u, 50)
+    windows.append(float(tf.reduce_mean(tf.cast(
+        tf.reduce_sum(tf.cast(real_slots, tf.int32), -1) + 1, tf.float32))))
+  return sum(fractions) / len(fractions), sum(windows) / len(windows)
 
 
 def _training_dataset_fn(trainer, cached_batches: int = 0):
@@ -193,14 +194,14 @@ def run_one(preset: str, precision: str, peak: float,
     if preset in _INPUT_WAIT_PRESETS.value and not jit_compile:
       input_wait = _input_wait(trainer)
     if jit_compile:  # Every token, every character slot (static shapes).
-      encoded_fraction, width = 2.0, None
+      encoded_fraction, windows = 2.0, None
     else:
-      encoded_fraction, width = _batch_shape_stats(trainer)
+      encoded_fraction, windows = _batch_shape_stats(trainer)
   checkpoints_lib.set_precision("float32")
   tokens_per_sec = tokens / seconds
   counts = flops.training_flops_per_token(
       trainer.config.model, encoded_fraction=encoded_fraction,
-      char_width=width)
+      char_windows=windows)
   achieved = counts["train_flops"] * tokens_per_sec
   return {
       "preset": preset,
@@ -214,7 +215,7 @@ def run_one(preset: str, precision: str, peak: float,
       "seconds_per_step": seconds / _STEPS.value,
       "target_tokens_per_sec_per_direction": tokens_per_sec,
       "encoded_tokens_per_target_token": encoded_fraction,
-      "mean_max_token_chars": width,
+      "mean_char_windows_per_encoded_token": windows,
       "train_flops_per_token": counts["train_flops"],
       "achieved_flops_per_sec": achieved,
       "matmul_flops_per_sec": peak,

@@ -115,7 +115,8 @@ class CharCNNConfig(_JsonMixin):
   # dynamic shapes (turn them off for XLA / jit_compile):
   # run it once per distinct token of a batch and gather the results back;
   deduplicate: bool = True
-  # convolve only up to the longest token of the batch, not all 50 slots.
+  # convolve only the windows that start inside each token (and one after
+  # it), not all 50 slots.
   trim_padding: bool = True
 
   @property

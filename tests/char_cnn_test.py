@@ -81,16 +81,28 @@ class CharacterEncoderTest(tf.test.TestCase):
         for g, g_naive in zip(grads, naive_grads):
           self.assertAllClose(g, g_naive, atol=1e-5, msg=str(key))
 
-  def test_trim_padding_keeps_longest_token_plus_widest_filter(self):
+  def test_trim_padding_keeps_the_windows_inside_each_token(self):
     encoder = CharacterEncoder(**self.kwargs)
     rows = tf.reshape(self.char_ids, (-1, 50))
     # Longest token "<unk>": begin-word, 5 bytes, end-word = 7 slots; the
     # widest filter is 3.
-    self.assertEqual(encoder._trim_padding_slots(rows).shape, (15, 10))
+    kept, (starts, row_of) = encoder._trim_padding_slots(rows)
+    self.assertEqual(kept.shape, (15, 10))
+    # Row 0 is "the" (5 slots): windows start at 0..5, the last one all
+    # padding; padding tokens (rows 4, 7, 8, 9, 14) get one window.
+    self.assertAllEqual(starts[:6], range(6))
+    self.assertAllEqual(row_of[:6], [0] * 6)
+    lengths = [5, 5, 5, 5, 0, 3, 5, 0, 0, 0, 4, 5, 5, 7, 0]
+    self.assertAllEqual(tf.math.bincount(row_of), [n + 1 for n in lengths])
     long_rows = tf.constant(_char_ids([["y" * 46]], 1)[0])
-    self.assertEqual(encoder._trim_padding_slots(long_rows).shape, (1, 50))
-    self.assertEqual(encoder._trim_padding_slots(
-        tf.zeros((4, 50), tf.int32)).shape, (4, 3))
+    kept, (starts, _) = encoder._trim_padding_slots(long_rows)
+    self.assertEqual(kept.shape, (1, 50))
+    # 48 slots; the convolutions move starts past 50 - width back.
+    self.assertAllEqual(starts, range(49))
+    kept, (starts, row_of) = encoder._trim_padding_slots(
+        tf.zeros((4, 50), tf.int32))
+    self.assertEqual(kept.shape, (4, 3))
+    self.assertAllEqual(row_of, range(4))
 
   def test_runs_in_tf_function_with_unknown_shapes(self):
     encoder = CharacterEncoder(**self.kwargs)

@@ -65,9 +65,45 @@ class _MaxPooledConvolution(keras.layers.Layer):
         name="bias", shape=(self.n_filters,), initializer="zeros")
     self.built = True
 
-  def call(self, char_ids, embeddings):
-    """char_ids: (n, chars) int32; embeddings: (n_characters, embedding_dim),
-    the character table in the compute dtype. Returns (n, n_filters)."""
+  def call(self, char_ids, embeddings, row_windows=None):
+    """Max over windows of the convolution, per row.
+
+    Args:
+      char_ids: (n, slots) int32.
+      embeddings: (n_characters, embedding_dim), the character table in the
+        compute dtype.
+      row_windows: None to convolve every window of every row, or
+        (starts, rows), both (w,) int32: the start slot of each window to
+        convolve and the row it belongs to, with `rows` sorted and naming
+        every row at least once. Starts past the last window of a row
+        (slots - width) are moved back to it: a repeated window leaves the
+        max unchanged.
+
+    Returns:
+      (n, n_filters).
+    """
+    if row_windows is None:
+      return self._pool_all_windows(char_ids, embeddings)
+    starts, rows = row_windows
+    slots = tf.shape(char_ids)[1]
+    embedding_dim = embeddings.shape[-1]
+    starts = tf.minimum(starts, slots - self.width)  # (w,)
+    # Windows are cut from the ids and then embedded (see _pool_all_windows).
+    first_slot = rows * slots + starts  # (w,) index into the flat ids
+    id_windows = tf.gather(
+        tf.reshape(char_ids, (-1,)),
+        first_slot[:, None] + tf.range(self.width)[None, :])  # (w, width)
+    windows = tf.reshape(tf.gather(embeddings, id_windows),
+                         (-1, self.width * embedding_dim))
+    kernel = tf.reshape(tf.cast(self.kernel, embeddings.dtype),
+                        (self.width * embedding_dim, self.n_filters))
+    features = tf.matmul(windows, kernel)  # (w, n_filters)
+    # (n, n_filters); `rows` is sorted and names every row.
+    return (tf.math.segment_max(features, rows) +
+            tf.cast(self.bias, embeddings.dtype))
+
+  def _pool_all_windows(self, char_ids, embeddings):
+    """`call` over all `slots - width + 1` windows of every row."""
     n_slots = tf.shape(char_ids)[1] - self.width + 1
     embedding_dim = embeddings.shape[-1]
     # The windows are cut from the ids and then embedded, not cut from the
@@ -107,11 +143,10 @@ class CharacterEncoder(keras.layers.Layer):
     input (`tf.raw_ops.UniqueV2` over rows) and the results are gathered
     back to every position; gradients flow through the gather. A batch of
     natural text repeats its frequent tokens many times.
-  - `trim_padding`: the convolutions only run over the first
-    `longest token + widest filter` slots of the batch. The slots after a
-    token's end-word id all hold the padding char, so every window beyond
-    them has the same value, which one such window still provides to the
-    max.
+  - `trim_padding`: the convolutions only run over the windows that
+    start inside each token (and one after it). The slots after a token's
+    end-word id all hold the padding char, so every window beyond them has
+    the same value, which one such window still provides to the max.
 
   A third shortcut is for inference with frozen weights:
   `set_vector_cache(table, vectors)` attaches precomputed outputs (e.g.
@@ -136,7 +171,8 @@ class CharacterEncoder(keras.layers.Layer):
     max_characters_per_token: char slots per token (last input dimension).
     activation: applied after the max-pool ("relu" or "tanh" in bilm-tf).
     deduplicate: encode each distinct token of a call only once.
-    trim_padding: convolve only up to the longest token of the call.
+    trim_padding: convolve only the windows that start inside each token
+      (and one after it), not all `max_characters_per_token` slots.
     Unset arguments (None) take their defaults from `CharCNNConfig`.
     **kwargs: standard `keras.layers.Layer` arguments.
 
@@ -229,13 +265,14 @@ class CharacterEncoder(keras.layers.Layer):
     Returns:
       (n, projection_dim) tensor in the compute dtype.
     """
+    row_windows = None
     if self.trim_padding:
-      char_ids = self._trim_padding_slots(char_ids)  # (n, kept slots)
+      char_ids, row_windows = self._trim_padding_slots(char_ids)
     embeddings = _dense_gradient(tf.cast(
         self.char_embedding.embeddings,
         self.compute_dtype))  # (n_characters, embedding_dim)
     # Each: max over the slots of a valid convolution, (n, filters).
-    pooled = [conv(char_ids, embeddings=embeddings)
+    pooled = [conv(char_ids, embeddings=embeddings, row_windows=row_windows)
               for conv in self.convolutions]
     x = self.activation(tf.concat(pooled, axis=-1))  # (n, n_filters)
     for highway in self.highways:
@@ -243,15 +280,26 @@ class CharacterEncoder(keras.layers.Layer):
     return self.projection(x)  # (n, projection_dim)
 
   def _trim_padding_slots(self, char_ids):
-    """Drops trailing slots that cannot change any row's max-pooled features.
+    """The windows that can change a row's max-pooled features.
 
     Row `r` has its real slots (ids other than the padding char) in
     [0, length_r); every slot after them is the padding char. A window that
     starts at or after length_r therefore has one fixed value per filter
-    width. Keeping `max(length) + widest filter` slots keeps every window
-    that touches a real slot plus at least one all-padding window of every
-    row that had one, so each max over windows is unchanged. All-zero rows
-    (padding tokens) are uniform and do not count.
+    width, so the windows starting at 0 ... length_r (the last one all
+    padding, where the row has room for it) give every max. Natural tokens
+    are short (PTB's distinct tokens of a batch: 8 slots on average, 17 for
+    the longest), so this convolves about half the windows that cutting
+    every row at the batch's longest token would. All-zero rows (padding
+    tokens) get one window; their output is zeroed later.
+
+    Args:
+      char_ids: (n, max_characters_per_token) int32.
+
+    Returns:
+      char_ids cut to their first `max(length) + widest filter` slots
+      (every kept window lies inside them), and (starts, rows), both (w,)
+      int32: window start slots and their rows, rows ascending (the
+      `row_windows` of `_MaxPooledConvolution`).
     """
     slots = self.max_characters_per_token
     is_real = tf.not_equal(char_ids, vocab.PADDING_CHAR)  # (n, slots)
@@ -263,7 +311,11 @@ class CharacterEncoder(keras.layers.Layer):
     longest = tf.reduce_max(tf.concat([lengths, [0]], axis=0))
     widest = max(width for width, _ in self.filters)
     keep = tf.minimum(longest + widest, slots)
-    return char_ids[:, :keep]
+    # Starts 0 ... length_r of each row r: (w,) values with their row ids.
+    starts = tf.ragged.range(lengths + 1)
+    row_windows = (starts.flat_values,
+                   tf.cast(starts.value_rowids(), tf.int32))
+    return char_ids[:, :keep], row_windows
 
   def set_vector_cache(self, table, vectors):
     """Attaches (or with None, None removes) precomputed outputs.
