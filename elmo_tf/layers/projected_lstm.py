@@ -224,7 +224,12 @@ class ProjectedLSTM(keras.layers.Layer):
     from elmo_tf.ops import fused_lstmp  # pylint: disable=g-import-not-at-top
     # (batch, time, 4 * cell): the input part of every step at once, in the
     # compute dtype (a bfloat16 matmul under mixed_bfloat16).
-    input_gates = tf.tensordot(x, input_kernel, axes=1) + gate_bias
+    # One 2-D MatMul + BiasAdd (which grappler fuses into one op): the
+    # bias's gradient is then one BiasAddGrad, not a Sum over (batch, time).
+    x_rows = tf.reshape(x, (-1, self.input_dim))  # (batch * time, input_dim)
+    input_gates = tf.reshape(
+        tf.nn.bias_add(tf.matmul(x_rows, input_kernel), gate_bias),
+        tf.concat([tf.shape(x)[:2], [4 * self.cell_dim]], axis=0))
     if mask is None:
       keep = tf.ones(tf.shape(x)[:2], tf.float32)  # (batch, time)
     else:
@@ -255,7 +260,12 @@ class ProjectedLSTM(keras.layers.Layer):
     # Input contribution of every step at once, batch major:
     # (batch, time, 4 * cell), then one slice per step (one Unpack op, whose
     # gradient is one Pack).
-    input_gates = tf.tensordot(x, input_kernel, axes=1) + gate_bias
+    # One 2-D MatMul + BiasAdd (which grappler fuses into one op): the
+    # bias's gradient is then one BiasAddGrad, not a Sum over (batch, time).
+    x_rows = tf.reshape(x, (-1, self.input_dim))  # (batch * time, input_dim)
+    input_gates = tf.reshape(
+        tf.nn.bias_add(tf.matmul(x_rows, input_kernel), gate_bias),
+        tf.concat([tf.shape(x)[:2], [4 * self.cell_dim]], axis=0))
     input_gates = tf.unstack(input_gates, num=n_steps, axis=1)
     if mask is None:
       keeps = [None] * n_steps
