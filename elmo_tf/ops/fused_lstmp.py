@@ -40,7 +40,8 @@ _CXX = os.environ.get("CXX", "g++")
 # -mno-avx512fp16: TensorFlow 2.21's Eigen headers do not compile under g++
 # 12 with AVX512-FP16 on (Sapphire Rapids: PacketMathFP16.h, "expected
 # initializer before '<'"); the kernel has no half-precision code to lose.
-_FLAGS = ("-shared", "-fPIC", "-O3", "-march=native", "-mno-avx512fp16",
+_FLAGS = ("-shared", "-fPIC", "-O3", "-DNDEBUG", "-march=native",
+          "-mno-avx512fp16",
           "-Wno-deprecated-declarations")
 
 _lock = threading.Lock()
