@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import re
+import subprocess
 
 from absl import app
 from absl import flags
@@ -157,6 +158,18 @@ def read_commands(results: str) -> list[dict]:
             for line in f if "\t" in line]
 
 
+def _checkout_commit(path: str):
+  """The commit of the bilm-tf checkout at `path`, or None. For when the
+  harness found no PEER_SOURCE_COMMIT file in it (it records the commit
+  only from that file)."""
+  try:
+    return subprocess.run(["git", "-C", path, "rev-parse", "HEAD"],
+                          capture_output=True, text=True, check=True,
+                          timeout=30).stdout.strip() or None
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
 def read_env(results: str) -> dict:
   """TensorFlow and bilm-tf facts recorded by the harness's bilm-tf side
   (else TensorFlow's version from an elmo_tf result)."""
@@ -164,6 +177,8 @@ def read_env(results: str) -> dict:
     with open(path, encoding="utf-8") as f:
       env = json.load(f).get("env")
     if env:
+      if not env.get("bilm_commit") and env.get("bilm_path"):
+        env["bilm_commit"] = _checkout_commit(env["bilm_path"])
       return env
   for path in sorted(glob.glob(os.path.join(results, "[abcd]_elmo_*.json"))):
     with open(path, encoding="utf-8") as f:
