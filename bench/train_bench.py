@@ -26,9 +26,9 @@ MFU = achieved FLOP/s / this machine's matmul FLOP/s in the same precision,
 measured in the same run (a large square matmul). Achieved FLOP/s counts the
 matmul work the step really executes (bench/flops.py): the character encoder
 only on the distinct tokens of each batch and on the convolution windows
-that start inside each token (and one after it) (both exact shortcuts of the backbone, off
-under XLA, which needs static shapes), the four LSTMs, and the sampled
-softmax; training = 3x the forward pass.
+that start inside each token and one after it (both exact shortcuts of the
+backbone, off under XLA, which needs static shapes), the four LSTMs, and the
+sampled softmax; training = 3x the forward pass.
 
 Writes bench/results/train.json. From the repository root:
 

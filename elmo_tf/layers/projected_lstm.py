@@ -209,6 +209,18 @@ class ProjectedLSTM(keras.layers.Layer):
     state = (tf.cast(h_final, tf.float32), tf.cast(c_final, tf.float32))
     return outputs, state
 
+  def _input_gates(self, x, input_kernel, gate_bias):
+    """x (batch, time, input_dim) -> x @ input_kernel + gate_bias,
+    (batch, time, 4 * cell).
+
+    One 2-D MatMul + BiasAdd (which grappler fuses into one op): the bias's
+    gradient is then one BiasAddGrad, not a Sum over (batch, time).
+    """
+    x_rows = tf.reshape(x, (-1, self.input_dim))  # (batch * time, input_dim)
+    return tf.reshape(
+        tf.nn.bias_add(tf.matmul(x_rows, input_kernel), gate_bias),
+        tf.concat([tf.shape(x)[:2], [4 * self.cell_dim]], axis=0))
+
   def _use_fused_kernel(self, dtype) -> bool:
     if not self.fused_kernel or dtype not in (tf.float32, tf.bfloat16):
       return False
@@ -224,12 +236,7 @@ class ProjectedLSTM(keras.layers.Layer):
     from elmo_tf.ops import fused_lstmp  # pylint: disable=g-import-not-at-top
     # (batch, time, 4 * cell): the input part of every step at once, in the
     # compute dtype (a bfloat16 matmul under mixed_bfloat16).
-    # One 2-D MatMul + BiasAdd (which grappler fuses into one op): the
-    # bias's gradient is then one BiasAddGrad, not a Sum over (batch, time).
-    x_rows = tf.reshape(x, (-1, self.input_dim))  # (batch * time, input_dim)
-    input_gates = tf.reshape(
-        tf.nn.bias_add(tf.matmul(x_rows, input_kernel), gate_bias),
-        tf.concat([tf.shape(x)[:2], [4 * self.cell_dim]], axis=0))
+    input_gates = self._input_gates(x, input_kernel, gate_bias)
     if mask is None:
       keep = tf.ones(tf.shape(x)[:2], tf.float32)  # (batch, time)
     else:
@@ -260,12 +267,7 @@ class ProjectedLSTM(keras.layers.Layer):
     # Input contribution of every step at once, batch major:
     # (batch, time, 4 * cell), then one slice per step (one Unpack op, whose
     # gradient is one Pack).
-    # One 2-D MatMul + BiasAdd (which grappler fuses into one op): the
-    # bias's gradient is then one BiasAddGrad, not a Sum over (batch, time).
-    x_rows = tf.reshape(x, (-1, self.input_dim))  # (batch * time, input_dim)
-    input_gates = tf.reshape(
-        tf.nn.bias_add(tf.matmul(x_rows, input_kernel), gate_bias),
-        tf.concat([tf.shape(x)[:2], [4 * self.cell_dim]], axis=0))
+    input_gates = self._input_gates(x, input_kernel, gate_bias)
     input_gates = tf.unstack(input_gates, num=n_steps, axis=1)
     if mask is None:
       keeps = [None] * n_steps
