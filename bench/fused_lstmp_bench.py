@@ -7,7 +7,9 @@ For each batch x steps x cell x projection size, times one call of the
 forward op (`ElmoLstmpSequence`) and one of its gradient
 (`ElmoLstmpSequenceGrad`) on random inputs, median of --lstmp_calls calls
 after 5 warm-up calls, and the matmul rate that implies (the op runs on
-one core). Writes bench/results/fused_lstmp.json.
+one core); where the CPU has AMX, also with `bf16_matmuls` (the
+mixed_bfloat16 path: bfloat16 operands on AMX tiles). Writes
+bench/results/fused_lstmp.json.
 """
 
 import datetime
@@ -58,24 +60,32 @@ def measure(batch: int, steps: int, cell: int, proj: int, calls: int) -> dict:
   keep = tf.ones((batch, steps))
   h0, c0 = tf.zeros((batch, proj)), tf.zeros((batch, cell))
   w_h, w_p = const(proj, 4 * cell, scale=0.1), const(cell, proj, scale=0.1)
-  clips = dict(cell_clip=3.0, proj_clip=3.0)
-  outputs = ops.elmo_lstmp_sequence(gates_in, keep, h0, c0, w_h, w_p, **clips)
   d_h_seq, d_c_seq = tf.ones((batch, steps, proj)), tf.zeros((batch, steps,
                                                                cell))
-  forward_ms = _median_ms(lambda: ops.elmo_lstmp_sequence(
-      gates_in, keep, h0, c0, w_h, w_p, **clips)[0].numpy(), calls)
-  gradient_ms = _median_ms(lambda: ops.elmo_lstmp_sequence_grad(
-      keep, h0, c0, w_h, w_p, *outputs[:5], d_h_seq, d_c_seq, h0, c0,
-      **clips)[0].numpy(), calls)
   # Matmul flops: per step h @ w_h and m @ w_p forward; the gradient has
   # two per step plus the two weight gradients over all steps.
   forward_flops = 2 * batch * steps * (proj * 4 * cell + cell * proj)
-  return {"batch": batch, "steps": steps, "cell": cell, "projection": proj,
-          "forward_ms": round(forward_ms, 3),
-          "gradient_ms": round(gradient_ms, 3),
-          "forward_matmul_gflops": round(forward_flops / forward_ms / 1e6, 1),
-          "gradient_matmul_gflops": round(
-              2 * forward_flops / gradient_ms / 1e6, 1)}
+  row = {"batch": batch, "steps": steps, "cell": cell, "projection": proj}
+  precisions = [("", False)]
+  if fused_lstmp.amx_available():
+    precisions.append(("bf16_", True))
+  for prefix, bf16_matmuls in precisions:
+    attrs = dict(cell_clip=3.0, proj_clip=3.0, bf16_matmuls=bf16_matmuls)
+    outputs = ops.elmo_lstmp_sequence(gates_in, keep, h0, c0, w_h, w_p,
+                                      **attrs)
+    forward_ms = _median_ms(lambda: ops.elmo_lstmp_sequence(  # pylint: disable=cell-var-from-loop
+        gates_in, keep, h0, c0, w_h, w_p, **attrs)[0].numpy(), calls)
+    gradient_ms = _median_ms(lambda: ops.elmo_lstmp_sequence_grad(  # pylint: disable=cell-var-from-loop
+        keep, h0, c0, w_h, w_p, *outputs[:5], d_h_seq, d_c_seq, h0, c0,
+        **attrs)[0].numpy(), calls)
+    row.update({
+        f"{prefix}forward_ms": round(forward_ms, 3),
+        f"{prefix}gradient_ms": round(gradient_ms, 3),
+        f"{prefix}forward_matmul_gflops": round(
+            forward_flops / forward_ms / 1e6, 1),
+        f"{prefix}gradient_matmul_gflops": round(
+            2 * forward_flops / gradient_ms / 1e6, 1)})
+  return row
 
 
 def main(argv):

@@ -148,10 +148,15 @@ class LSTMConfig(_JsonMixin):
   # Speed only (same math): run each LSTM's whole recurrence, and its
   # gradient, as one fused C++ op (elmo_tf/ops/lstmp_kernel.cc, compiled on
   # first use; `make setup` builds it) instead of ~15 TensorFlow ops per
-  # time step and ~30 in the gradient, in float32 (mixed_bfloat16, XLA and
-  # a kernel that cannot be built keep the TensorFlow ops). Used in training
-  # and evaluation; exported SavedModels never contain it.
+  # time step and ~30 in the gradient, with float32 state (XLA and a kernel
+  # that cannot be built keep the TensorFlow ops). Used in training and
+  # evaluation; exported SavedModels never contain it.
   fused_kernel: bool = True
+  # Under mixed_bfloat16, the fused kernel's matmuls read bfloat16 operands
+  # and accumulate in float32 on AMX tiles (where the CPU has AMX and batch,
+  # cell and projection are multiples of 32), as mixed precision does for
+  # every other matmul; False keeps them in float32.
+  fused_kernel_bfloat16_matmuls: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

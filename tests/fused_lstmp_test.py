@@ -163,6 +163,137 @@ class FusedLSTMPTest(tf.test.TestCase):
           w_p=tf.zeros((7, 3)))
 
 
+def _round_to_bfloat16(x):
+  """float32 -> nearest bfloat16 (ties to even), as float32."""
+  bits = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+  bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16
+  return bits.astype(np.uint32).view(np.float32)
+
+
+def _bfloat16_matmul_forward(gates_in, keep, h0, c0, w_h, w_p, clip,
+                             reverse):
+  """The kernel's forward with bfloat16-rounded matmul operands and
+  float32 accumulation, in NumPy: h_seq (B, T, P)."""
+  sigmoid = lambda v: 1 / (1 + np.exp(-v))
+  w_h, w_p = _round_to_bfloat16(w_h), _round_to_bfloat16(w_p)
+  h, c = h0.copy(), c0.copy()
+  cell = c0.shape[1]
+  h_seq = np.zeros(gates_in.shape[:2] + (h0.shape[1],), np.float32)
+  steps = range(gates_in.shape[1])
+  for t in reversed(steps) if reverse else steps:
+    z = gates_in[:, t] + _round_to_bfloat16(h) @ w_h
+    i, f, o = (sigmoid(z[:, k * cell:(k + 1) * cell]) for k in (0, 2, 3))
+    j = np.tanh(z[:, cell:2 * cell])
+    c_new = np.clip(f * c + i * j, -clip, clip)
+    m = o * np.tanh(c_new)
+    h_new = np.clip(_round_to_bfloat16(m) @ w_p, -clip, clip)
+    kept = keep[:, t:t + 1] > 0
+    h, c = np.where(kept, h_new, h), np.where(kept, c_new, c)
+    h_seq[:, t] = h
+  return h_seq
+
+
+class BFloat16MatmulsTest(tf.test.TestCase):
+  """`bf16_matmuls` (mixed_bfloat16): AMX tiles where the CPU has them."""
+
+  def setUp(self):
+    super().setUp()
+    # Multiples of 32 in batch, cell and projection: what the tiles take.
+    batch, steps, cell, proj = 32, 5, 64, 32
+    rng = np.random.default_rng(11)
+    normal = lambda *shape, scale=1.0: (
+        rng.normal(size=shape) * scale).astype(np.float32)
+    self.gates_in = normal(batch, steps, 4 * cell)
+    keep = np.ones((batch, steps), np.float32)
+    keep[3, 3:] = 0  # right padding
+    keep[5, :2] = 0  # left padding
+    keep[7] = 0      # all padding
+    self.keep = keep
+    self.h0, self.c0 = normal(batch, proj, scale=0.5), normal(batch, cell)
+    # Glorot-like scales, as trained weights have.
+    self.w_h = normal(proj, 4 * cell, scale=proj ** -0.5)
+    self.w_p = normal(cell, proj, scale=cell ** -0.5)
+    self.weights = normal(batch, steps, proj)
+
+  def _run(self, bf16_matmuls, reverse, clip=2.0):
+    """h_seq, c_seq, h_last, c_last and the gradients of a loss that reads
+    all of them w.r.t. gates_in, h0, c0, w_h, w_p."""
+    inputs = [tf.constant(v) for v in (self.gates_in, self.h0, self.c0,
+                                       self.w_h, self.w_p)]
+    gates_in, h0, c0, w_h, w_p = inputs
+    with tf.GradientTape() as tape:
+      tape.watch(inputs)
+      h_seq, c_seq, h_last, c_last = fused_lstmp.lstmp_sequence(
+          gates_in, tf.constant(self.keep), h0, c0, w_h, w_p, cell_clip=clip,
+          proj_clip=clip, reverse=reverse, bf16_matmuls=bf16_matmuls)
+      loss = (tf.reduce_sum(h_seq * self.weights) + tf.reduce_sum(c_seq) +
+              0.5 * tf.reduce_sum(h_last * h_last) + tf.reduce_sum(c_last))
+    return [v.numpy() for v in
+            [h_seq, c_seq, h_last, c_last] + tape.gradient(loss, inputs)]
+
+  def test_amx_is_reported_as_the_cpu_has_it(self):
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      flags = f.read()
+    has_amx = " amx_bf16" in flags and " amx_tile" in flags
+    # The kernel may refuse AMX only if Linux refuses the tile state.
+    self.assertLessEqual(fused_lstmp.amx_available(), has_amx)
+
+  def test_forward_matches_bfloat16_operands_with_float32_sums(self):
+    for reverse in (False, True):
+      with self.subTest(reverse=reverse):
+        h_seq = self._run(True, reverse)[0]
+        float32_h_seq = self._run(False, reverse)[0]
+        if not fused_lstmp.amx_available():  # float32 matmuls run instead.
+          self.assertAllEqual(h_seq, float32_h_seq)
+          continue
+        emulated = _bfloat16_matmul_forward(
+            self.gates_in, self.keep, self.h0, self.c0, self.w_h, self.w_p,
+            2.0, reverse)
+        # The order of the float32 sums and an ulp of tanh differ, and can
+        # move a later operand across a bfloat16 rounding edge (2^-9): so
+        # not bit for bit, but far closer than float32 operands come.
+        error = np.abs(h_seq - emulated).mean()
+        float32_error = np.abs(float32_h_seq - emulated).mean()
+        self.assertGreater(float32_error, 1e-4)
+        self.assertLess(error, float32_error / 20)
+
+  def test_outputs_and_gradients_within_bfloat16_rounding_of_float32(self):
+    names = ["h_seq", "c_seq", "h_last", "c_last", "d_gates_in", "d_h0",
+             "d_c0", "d_w_h", "d_w_p"]
+    for reverse in (False, True):
+      # No clips: a value rounded across a clip's edge flips its gradient
+      # between 0 and 1, which no tolerance covers.
+      expected = self._run(False, reverse, clip=0.0)
+      got = self._run(True, reverse, clip=0.0)
+      for name, e, g in zip(names, expected, got):
+        with self.subTest(reverse=reverse, value=name):
+          # bfloat16 keeps 8 bits: errors of a few 2^-9 of the largest value.
+          self.assertAllClose(g, e, atol=0.01 * np.abs(e).max(), rtol=0.01)
+          if not fused_lstmp.amx_available():
+            self.assertAllEqual(g, e)
+      # The all-padding row carries its state, bit for bit.
+      self.assertAllEqual(got[2][7], self.h0[7])
+      if fused_lstmp.amx_available():  # The tiles ran: not float32's numbers.
+        self.assertNotAllClose(got[4], expected[4], atol=0, rtol=0)
+
+  def test_mixed_bfloat16_layers_ask_for_it_unless_configured_off(self):
+    policy = keras.mixed_precision.global_policy()
+    try:
+      keras.mixed_precision.set_global_policy("mixed_bfloat16")
+      attrs = {}
+      for flag in (True, False):
+        layer = ProjectedLSTM(cell_dim=32, projection_dim=32,
+                              fused_kernel_bfloat16_matmuls=flag)
+        graph = tf.function(lambda x: layer(x)[0]).get_concrete_function(  # pylint: disable=cell-var-from-loop
+            tf.TensorSpec((32, 4, 8), tf.float32)).graph
+        op, = [o for o in graph.get_operations()
+               if o.type == "ElmoLstmpSequence"]
+        attrs[flag] = op.get_attr("bf16_matmuls")
+    finally:
+      keras.mixed_precision.set_global_policy(policy)
+    self.assertEqual(attrs, {True: True, False: False})
+
+
 class FusedLSTMPBenchTest(tf.test.TestCase):
 
   def test_bench_measures_both_ops(self):

@@ -121,6 +121,9 @@ def main(argv):
       "step_s_median": float(np.median(step_s)),
       "step_s_min": float(np.min(step_s)),
       "step_s_max": float(np.max(step_s)),
+      # Every timed step, to see whether the step time still falls after
+      # warm-up (new dynamic shapes of the character CNN).
+      "step_s": [float(x) for x in step_s],
       "tokens_counted": tokens,
       "nominal_tokens_per_step": nominal,
       "tokens_per_sec_counted": tokens / seconds,

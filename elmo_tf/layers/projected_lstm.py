@@ -57,9 +57,11 @@ class ProjectedLSTM(keras.layers.Layer):
     static_unroll_max_steps: unroll the recurrence when the number of steps
       is static and at most this (0: always use the while loop).
     fused_kernel: run the whole recurrence, and its gradient, as one op
-      each (`elmo_tf.ops.fused_lstmp`) when the kernel loads, in float32
-      (under mixed_bfloat16 too: only the input matmul runs in bfloat16);
-      otherwise the TensorFlow ops above. Same math.
+      each (`elmo_tf.ops.fused_lstmp`) when the kernel loads, with float32
+      state; otherwise the TensorFlow ops above. Same math.
+    fused_kernel_bfloat16_matmuls: under a bfloat16 compute dtype, the
+      fused kernel's matmuls read bfloat16 operands (AMX tiles, float32
+      accumulation) where the CPU has AMX; otherwise they run in float32.
     Unset arguments take their defaults from `LSTMConfig`.
     **kwargs: standard `keras.layers.Layer` arguments.
 
@@ -91,6 +93,7 @@ class ProjectedLSTM(keras.layers.Layer):
                forget_bias=None,
                static_unroll_max_steps=None,
                fused_kernel=None,
+               fused_kernel_bfloat16_matmuls=None,
                **kwargs):
     super().__init__(**kwargs)
     defaults = config_lib.LSTMConfig()
@@ -108,6 +111,10 @@ class ProjectedLSTM(keras.layers.Layer):
         else static_unroll_max_steps)
     self.fused_kernel = bool(
         defaults.fused_kernel if fused_kernel is None else fused_kernel)
+    self.fused_kernel_bfloat16_matmuls = bool(
+        defaults.fused_kernel_bfloat16_matmuls
+        if fused_kernel_bfloat16_matmuls is None
+        else fused_kernel_bfloat16_matmuls)
     self.input_dim = None
 
   def build(self, input_shape):
@@ -241,9 +248,13 @@ class ProjectedLSTM(keras.layers.Layer):
       keep = tf.ones(tf.shape(x)[:2], tf.float32)  # (batch, time)
     else:
       keep = tf.cast(mask, tf.float32)
-    # The kernel runs in float32 (under mixed_bfloat16 too: the recurrence's
-    # many small steps gain little from bfloat16 and would lose precision),
-    # on the float32 weights, not on their bfloat16 casts.
+    # The kernel's inputs, state and elementwise math are float32 (under
+    # mixed_bfloat16 too: the cell state would lose precision over the
+    # steps), on the float32 weights, not on their bfloat16 casts. Under
+    # mixed_bfloat16 its matmuls may round their operands to bfloat16 (on
+    # AMX tiles), as every other matmul of the model does.
+    bf16_matmuls = (x.dtype == tf.bfloat16 and
+                    self.fused_kernel_bfloat16_matmuls)
     if x.dtype != tf.float32:
       _, recurrent_kernel = tf.split(
           tf.cast(self.kernel, tf.float32),
@@ -253,7 +264,8 @@ class ProjectedLSTM(keras.layers.Layer):
     h_seq, _, h_final, c_final = fused_lstmp.lstmp_sequence(
         f32(input_gates), keep, f32(h0), f32(c0), recurrent_kernel,
         projection, cell_clip=self.cell_clip,
-        proj_clip=self.projection_clip, reverse=go_backwards)
+        proj_clip=self.projection_clip, reverse=go_backwards,
+        bf16_matmuls=bf16_matmuls)
     outputs = h_seq if mask is None else h_seq * keep[:, :, None]
     return tf.cast(outputs, x.dtype), h_final, c_final
 
@@ -362,5 +374,6 @@ class ProjectedLSTM(keras.layers.Layer):
         "forget_bias": self.forget_bias,
         "static_unroll_max_steps": self.static_unroll_max_steps,
         "fused_kernel": self.fused_kernel,
+        "fused_kernel_bfloat16_matmuls": self.fused_kernel_bfloat16_matmuls,
     })
     return config

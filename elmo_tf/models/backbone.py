@@ -124,7 +124,9 @@ class ElmoBackbone(keras.Model):
         cell_clip=lstm.cell_clip, projection_clip=lstm.projection_clip,
         forget_bias=lstm.forget_bias,
         static_unroll_max_steps=lstm.static_unroll_max_steps,
-        fused_kernel=lstm.fused_kernel, name=name, dtype=self.dtype_policy)
+        fused_kernel=lstm.fused_kernel,
+        fused_kernel_bfloat16_matmuls=lstm.fused_kernel_bfloat16_matmuls,
+        name=name, dtype=self.dtype_policy)
     self.forward_lstms = [
         make_lstm(f"forward_lstm_{l}") for l in range(lstm.n_layers)]
     self.backward_lstms = [

@@ -4,7 +4,8 @@
 its registered gradient runs the backward pass in one more, instead of ~15
 TensorFlow ops per time step and ~30 in the gradient (see the kernel's
 header for the math and why). `elmo_tf.layers.projected_lstm` uses it when
-`LSTMConfig.fused_kernel` is on, for float32 training on CPU.
+`LSTMConfig.fused_kernel` is on, for training on CPU (float32, and under
+mixed_bfloat16 with bfloat16 matmuls on AMX where the CPU has it).
 
 The kernel is C++ compiled on first use with the compiler and the flags of
 the installed TensorFlow (`tf.sysconfig`), for this machine's CPU
@@ -130,8 +131,16 @@ def failure() -> Optional[str]:
   return _failure
 
 
+def amx_available() -> bool:
+  """Whether `bf16_matmuls` runs on AMX tiles here (False without the op)."""
+  module = load()
+  return module is not None and bool(
+      module.elmo_lstmp_amx_available().numpy())
+
+
 def lstmp_sequence(gates_in, keep, h0, c0, w_h, w_p, cell_clip: float = 0.0,
-                   proj_clip: float = 0.0, reverse: bool = False):
+                   proj_clip: float = 0.0, reverse: bool = False,
+                   bf16_matmuls: bool = False):
   """The recurrence over all steps: (h_seq, c_seq, h_last, c_last).
 
   Args (float32; `load()` must have succeeded):
@@ -143,6 +152,10 @@ def lstmp_sequence(gates_in, keep, h0, c0, w_h, w_p, cell_clip: float = 0.0,
     cell_clip, proj_clip: 0 for no clip.
     reverse: read the steps from the last to the first (outputs stay at
       their positions).
+    bf16_matmuls: the matmuls (here and in the gradient) read
+      bfloat16-rounded operands and accumulate in float32 on AMX tiles, when
+      the CPU has AMX and batch, cell and projection are multiples of 32;
+      otherwise float32 (mixed_bfloat16 training sets it).
 
   Returns:
     h_seq (batch, time, projection) and c_seq (batch, time, cell): the state
@@ -152,7 +165,7 @@ def lstmp_sequence(gates_in, keep, h0, c0, w_h, w_p, cell_clip: float = 0.0,
   h_seq, c_seq, _, _, _, h_last, c_last = load().elmo_lstmp_sequence(
       gates_in=gates_in, keep=keep, h0=h0, c0=c0, w_h=w_h, w_p=w_p,
       cell_clip=float(cell_clip), proj_clip=float(proj_clip),
-      reverse=bool(reverse))
+      reverse=bool(reverse), bf16_matmuls=bool(bf16_matmuls))
   return h_seq, c_seq, h_last, c_last
 
 
@@ -174,6 +187,7 @@ def _lstmp_sequence_grad(op, d_h_seq, d_c_seq, unused_d_gates,
       d_h_last=_zeros_if_none(d_h_last, h0),
       d_c_last=_zeros_if_none(d_c_last, c0),
       cell_clip=op.get_attr("cell_clip"), proj_clip=op.get_attr("proj_clip"),
-      reverse=op.get_attr("reverse"))
+      reverse=op.get_attr("reverse"),
+      bf16_matmuls=op.get_attr("bf16_matmuls"))
   del gates_in  # Its gradient is d_gates_in; the value is not needed.
   return d_gates_in, None, d_h0, d_c0, d_w_h, d_w_p

@@ -23,13 +23,31 @@
 //
 // Layout: batch major, as the Keras layer holds them: gates_in (B, T, 4H),
 // keep (B, T) float 0/1, h_seq (B, T, P), c_seq (B, T, H); the per-step
-// slices are strided Eigen maps, so nothing is transposed. float32 only.
+// slices are strided Eigen maps, so nothing is transposed. Inputs and
+// outputs are float32.
+//
+// With the attr bf16_matmuls (mixed_bfloat16 training) and a CPU with AMX,
+// every matmul reads bfloat16-rounded operands and accumulates in float32
+// on the AMX tiles: the weights are rounded and packed once per call, the
+// per-step operands (h, o * tanh(c), and their gradients) once per step.
+// The elementwise math and the state stay float32. Without AMX (or at
+// shapes the tiles do not fit: batch, cell or projection not a multiple of
+// 32) the float32 Eigen matmuls run instead, which are at least as exact.
+
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "unsupported/Eigen/CXX11/Tensor"
 
@@ -77,6 +95,227 @@ inline float ClipPass(float x, float clip) {
   return (clip <= 0 || std::fabs(x) <= clip) ? 1.0f : 0.0f;
 }
 
+// ---- bfloat16 matmuls on AMX tiles ----------------------------------------
+//
+// C (M x N float32) (+)= A (M x K bfloat16) @ B (K x N bfloat16), with A
+// row major and B "packed": column blocks of 16, and in each block pairs of
+// consecutive rows interleaved (the VNNI layout TDPBF16PS reads), so that
+// one 16 x 32 tile of B is 1 KiB of contiguous memory:
+//   packed[n / 16][k / 2][n % 16][k % 2] = B[k][n].
+// K is zero-padded to a multiple of 32 (one tile of A is 16 rows x 32).
+// The functions carry their own target attributes: the file is built with
+// -march=native, which lacks AMX on other CPUs, and they run only where
+// AmxAvailable() said yes.
+namespace amx {
+
+using bf16 = uint16_t;
+
+#define ELMO_TF_BF16_TARGET \
+  __attribute__((target("avx512f,avx512bw,avx512bf16")))
+#define ELMO_TF_AMX_TARGET \
+  __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16")))
+
+// AMX-BF16 and AVX512-BF16 present, and the kernel grants this process the
+// tile state (Linux hands it out on request only: arch_prctl).
+bool Available() {
+  static const bool available = [] {
+    unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    const bool avx512f = ebx & (1u << 16), avx512bw = ebx & (1u << 30);
+    const bool amx_bf16 = edx & (1u << 22), amx_tile = edx & (1u << 24);
+    if (!(avx512f && avx512bw && amx_bf16 && amx_tile)) return false;
+    if (!__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) return false;
+    if (!(eax & (1u << 5))) return false;  // AVX512_BF16
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) ==
+           0;
+  }();
+  return available;
+}
+
+// Round to nearest even, as VCVTNEPS2BF16 does (NaN stays NaN).
+inline bf16 ToBf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<bf16>((u >> 16) | 64);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<bf16>(u >> 16);
+}
+
+// A buffer of bfloat16 (not zeroed).
+inline std::unique_ptr<bf16[]> Buffer(int64_t n) {
+  return std::unique_ptr<bf16[]>(new bf16[n]);
+}
+
+// dst (rows x ld) = src (rows x cols, row stride src_stride), zero-padded
+// from cols to ld.
+ELMO_TF_BF16_TARGET void ConvertRows(const float* src, int64_t src_stride,
+                                     int rows, int cols, bf16* dst,
+                                     int64_t ld) {
+  for (int r = 0; r < rows; ++r) {
+    const float* s = src + r * src_stride;
+    bf16* d = dst + r * ld;
+    int c = 0;
+    for (; c + 32 <= cols; c += 32) {
+      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + c + 16),
+                                             _mm512_loadu_ps(s + c));
+      _mm512_storeu_si512(d + c, reinterpret_cast<const __m512i&>(v));
+    }
+    for (; c < cols; ++c) d[c] = ToBf16(s[c]);
+    for (; c < ld; ++c) d[c] = 0;
+  }
+}
+
+// Columns 0 .. rows - 1 of dst (cols x ld) = the transpose of src (rows x
+// cols, row stride src_stride). For the narrow (B x P) operands of the
+// weight gradients, a step at a time.
+void ConvertTransposed(const float* src, int64_t src_stride, int rows,
+                       int cols, bf16* dst, int64_t ld) {
+  for (int r = 0; r < rows; ++r) {
+    const float* s = src + r * src_stride;
+    for (int c = 0; c < cols; ++c) dst[c * ld + r] = ToBf16(s[c]);
+  }
+}
+
+// packed (k_pad) = B = src (k x n, row stride src_stride); n % 16 == 0.
+// With first_pair and total_pairs, src is rows 2 * first_pair ... of a B
+// of 2 * total_pairs rows (so that B can be packed a block at a time).
+ELMO_TF_BF16_TARGET void PackRows(const float* src, int64_t src_stride,
+                                  int k, int n, int64_t k_pad, bf16* packed,
+                                  int64_t first_pair = 0,
+                                  int64_t total_pairs = -1) {
+  if (total_pairs < 0) total_pairs = k_pad / 2;
+  // 16-bit lane 2i takes element i of row 2p, lane 2i + 1 element i of
+  // row 2p + 1 (which cvtne2ps_pbh put in lane 16 + i).
+  alignas(64) int16_t order[32];
+  for (int l = 0; l < 32; ++l) order[l] = (l & 1) ? 16 + l / 2 : l / 2;
+  const __m512i interleave = _mm512_load_si512(order);
+  const int64_t pairs = k_pad / 2;
+  for (int64_t p = 0; p < pairs; ++p) {
+    const float* even = 2 * p < k ? src + 2 * p * src_stride : nullptr;
+    const float* odd = 2 * p + 1 < k ? src + (2 * p + 1) * src_stride : nullptr;
+    for (int nb = 0; nb < n / 16; ++nb) {
+      const __m512 lo = even ? _mm512_loadu_ps(even + nb * 16)
+                             : _mm512_setzero_ps();
+      const __m512 hi = odd ? _mm512_loadu_ps(odd + nb * 16)
+                            : _mm512_setzero_ps();
+      const __m512bh v = _mm512_cvtne2ps_pbh(hi, lo);
+      _mm512_storeu_si512(
+          packed + (nb * total_pairs + first_pair + p) * 32,
+          _mm512_permutexvar_epi16(interleave,
+                                   reinterpret_cast<const __m512i&>(v)));
+    }
+  }
+}
+
+// packed (k_pad) = B = the transpose of src (n x k, row stride
+// src_stride); n % 16 == 0. For the weights' transposes in the gradient.
+ELMO_TF_BF16_TARGET void PackTransposed(const float* src, int64_t src_stride,
+                                        int n, int k, int64_t k_pad,
+                                        bf16* packed) {
+  // 32 consecutive floats of a row of src, converted, are 16 (even, odd)
+  // pairs in the 32-bit lanes, in order: lane i goes to pair p + i, whose
+  // column-n slots are 16 words apart.
+  const __m512i slot = _mm512_mullo_epi32(
+      _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+      _mm512_set1_epi32(16));
+  const int64_t pairs = k_pad / 2;
+  uint32_t* words = reinterpret_cast<uint32_t*>(packed);
+  for (int c = 0; c < n; ++c) {
+    const float* s = src + c * src_stride;
+    uint32_t* column = words + (c / 16) * pairs * 16 + c % 16;
+    int64_t i = 0;
+    for (; i + 32 <= k; i += 32) {
+      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + i + 16),
+                                             _mm512_loadu_ps(s + i));
+      _mm512_i32scatter_epi32(column + (i / 2) * 16, slot,
+                              reinterpret_cast<const __m512i&>(v), 4);
+    }
+    for (; i < k_pad; i += 2) {
+      const uint32_t even = i < k ? ToBf16(s[i]) : 0;
+      const uint32_t odd = i + 1 < k ? ToBf16(s[i + 1]) : 0;
+      column[(i / 2) * 16] = even | (odd << 16);
+    }
+  }
+}
+
+// The tile shapes: 0-3 C (16 x 16 float32), 4-5 A (16 x 32 bfloat16), 6-7
+// B (16 pairs x 16 columns). Per thread; the op configures them at the
+// start of its Compute and releases them at the end.
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+ELMO_TF_AMX_TARGET void ConfigureTiles() {
+  TileConfig config;
+  std::memset(&config, 0, sizeof(config));
+  config.palette_id = 1;
+  for (int t = 0; t < 8; ++t) {
+    config.rows[t] = 16;
+    config.colsb[t] = 64;
+  }
+  _tile_loadconfig(&config);
+}
+
+ELMO_TF_AMX_TARGET void ReleaseTiles() { _tile_release(); }
+
+// C (m x n, row stride ldc) = (C +) A (m x k_pad, row stride lda) @ packed
+// B. m, n, k_pad multiples of 32. Blocks of 32 x 32 of C (four tiles),
+// columns outer so that a block column of B stays in cache across rows.
+ELMO_TF_AMX_TARGET void Gemm(int m, int n, int64_t k_pad, const bf16* a,
+                             int64_t lda, const bf16* packed, float* c,
+                             int64_t ldc, bool accumulate) {
+  const int64_t pairs = k_pad / 2;
+  const int64_t c_bytes = ldc * 4, a_bytes = lda * 2;
+  for (int j = 0; j < n; j += 32) {
+    const bf16* b0 = packed + (j / 16) * pairs * 32;
+    const bf16* b1 = b0 + pairs * 32;
+    for (int i = 0; i < m; i += 32) {
+      float* c00 = c + i * ldc + j;
+      float* c10 = c00 + 16 * ldc;
+      if (accumulate) {
+        _tile_loadd(0, c00, c_bytes);
+        _tile_loadd(1, c00 + 16, c_bytes);
+        _tile_loadd(2, c10, c_bytes);
+        _tile_loadd(3, c10 + 16, c_bytes);
+      } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+      }
+      const bf16* a0 = a + i * lda;
+      const bf16* a1 = a0 + 16 * lda;
+      for (int64_t kk = 0; kk < k_pad; kk += 32) {
+        _tile_loadd(4, a0 + kk, a_bytes);
+        _tile_loadd(5, a1 + kk, a_bytes);
+        _tile_loadd(6, b0 + kk * 16, 64);  // pairs kk/2 .. kk/2 + 15
+        _tile_loadd(7, b1 + kk * 16, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+      _tile_stored(0, c00, c_bytes);
+      _tile_stored(1, c00 + 16, c_bytes);
+      _tile_stored(2, c10, c_bytes);
+      _tile_stored(3, c10 + 16, c_bytes);
+    }
+  }
+}
+
+// Whether the AMX path runs for these sizes (the tiles' 32 x 32 blocks).
+inline bool Usable(bool requested, int batch, int cell, int proj) {
+  return requested && batch > 0 && batch % 32 == 0 && cell % 32 == 0 &&
+         proj % 32 == 0 && Available();
+}
+
+}  // namespace amx
+
 struct Dims {
   int batch, steps, cell, proj;
 };
@@ -123,6 +362,7 @@ REGISTER_OP("ElmoLstmpSequence")
     .Attr("cell_clip: float = 0.0")
     .Attr("proj_clip: float = 0.0")
     .Attr("reverse: bool = false")
+    .Attr("bf16_matmuls: bool = false")
     .Output("h_seq: float")    // (B, T, P): state h after each step
     .Output("c_seq: float")    // (B, T, H): state c after each step
     .Output("gates: float")    // (B, T, 4H): i, j, f, o after activation
@@ -154,6 +394,7 @@ class ElmoLstmpSequenceOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("cell_clip", &cell_clip_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("proj_clip", &proj_clip_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("reverse", &reverse_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("bf16_matmuls", &bf16_matmuls_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -181,6 +422,20 @@ class ElmoLstmpSequenceOp : public OpKernel {
     ConstMatrixMap w_h_m(w_h.flat<float>().data(), P, 4 * H);
     ConstMatrixMap w_p_m(w_p.flat<float>().data(), H, P);
     Matrix m(B, H);  // o * tanh(c) of the step: (B, H)
+    // bfloat16 on AMX: the weights packed once; per step h_prev (B, P) and
+    // m (B, H) rounded into a_h, a_m.
+    const bool use_amx = amx::Usable(bf16_matmuls_, B, H, P) && T > 0;
+    std::unique_ptr<amx::bf16[]> w_h_packed, w_p_packed, a_h, a_m;
+    if (use_amx) {
+      w_h_packed = amx::Buffer(static_cast<int64_t>(P) * 4 * H);
+      amx::PackRows(w_h.flat<float>().data(), 4 * H, P, 4 * H, P,
+                    w_h_packed.get());
+      w_p_packed = amx::Buffer(static_cast<int64_t>(H) * P);
+      amx::PackRows(w_p.flat<float>().data(), P, H, P, H, w_p_packed.get());
+      a_h = amx::Buffer(static_cast<int64_t>(B) * P);
+      a_m = amx::Buffer(static_cast<int64_t>(B) * H);
+      amx::ConfigureTiles();
+    }
     const float* h_prev_base = h0.flat<float>().data();
     const float* c_prev_base = c0.flat<float>().data();
     int64_t prev_stride_h = P, prev_stride_c = H;  // h0, c0 are (B, D)
@@ -190,7 +445,13 @@ class ElmoLstmpSequenceOp : public OpKernel {
       ConstStepMap c_prev(c_prev_base, B, H, Stride(prev_stride_c));
       StepMap z = Step(gates->flat<float>().data(), t, B, T, 4 * H);
       z.noalias() = Step(gates_in.flat<float>().data(), t, B, T, 4 * H);
-      z.noalias() += h_prev * w_h_m;
+      if (use_amx) {
+        amx::ConvertRows(h_prev_base, prev_stride_h, B, P, a_h.get(), P);
+        amx::Gemm(B, 4 * H, P, a_h.get(), P, w_h_packed.get(), z.data(),
+                  static_cast<int64_t>(T) * 4 * H, /*accumulate=*/true);
+      } else {
+        z.noalias() += h_prev * w_h_m;
+      }
       StepMap cp = Step(c_pre->flat<float>().data(), t, B, T, H);
       StepMap hp = Step(h_pre->flat<float>().data(), t, B, T, P);
       StepMap c_out = Step(c_seq->flat<float>().data(), t, B, T, H);
@@ -206,7 +467,13 @@ class ElmoLstmpSequenceOp : public OpKernel {
       }
       m = z.rightCols(H).cwiseProduct(
           Matrix(c_out.array().tanh().matrix()));
-      hp.noalias() = m * w_p_m;
+      if (use_amx) {
+        amx::ConvertRows(m.data(), H, B, H, a_m.get(), H);
+        amx::Gemm(B, P, H, a_m.get(), H, w_p_packed.get(), hp.data(),
+                  static_cast<int64_t>(T) * P, /*accumulate=*/false);
+      } else {
+        hp.noalias() = m * w_p_m;
+      }
       for (int b = 0; b < B; ++b) {
         if (keep_data[b * T + t] != 0.0f) {
           for (int k = 0; k < P; ++k) h_out(b, k) = Clip(hp(b, k), proj_clip_);
@@ -220,6 +487,7 @@ class ElmoLstmpSequenceOp : public OpKernel {
       prev_stride_h = static_cast<int64_t>(T) * P;
       prev_stride_c = static_cast<int64_t>(T) * H;
     }
+    if (use_amx) amx::ReleaseTiles();
     MatrixMap(h_last->flat<float>().data(), B, P) =
         ConstStepMap(h_prev_base, B, P, Stride(prev_stride_h));
     MatrixMap(c_last->flat<float>().data(), B, H) =
@@ -228,7 +496,7 @@ class ElmoLstmpSequenceOp : public OpKernel {
 
  private:
   float cell_clip_, proj_clip_;
-  bool reverse_;
+  bool reverse_, bf16_matmuls_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("ElmoLstmpSequence").Device(DEVICE_CPU),
@@ -252,6 +520,7 @@ REGISTER_OP("ElmoLstmpSequenceGrad")
     .Attr("cell_clip: float = 0.0")
     .Attr("proj_clip: float = 0.0")
     .Attr("reverse: bool = false")
+    .Attr("bf16_matmuls: bool = false")
     .Output("d_gates_in: float")  // (B, T, 4H)
     .Output("d_h0: float")        // (B, P)
     .Output("d_c0: float")        // (B, H)
@@ -272,6 +541,7 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("cell_clip", &cell_clip_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("proj_clip", &proj_clip_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("reverse", &reverse_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("bf16_matmuls", &bf16_matmuls_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -338,6 +608,34 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
                             &dh_pre_all_t));
     float* m_all = m_all_t.flat<float>().data();
     float* dh_pre_all = dh_pre_all_t.flat<float>().data();
+    // bfloat16 on AMX: the weights' transposes packed once; per step
+    // dh_pre (B, P) and dz (B, 4H) rounded into a_dh_pre, a_dz. The weight
+    // gradients' operands are gathered step by step while they are in
+    // cache, their B * T rows ordered step major (row t * B + b; any order
+    // does for a sum over rows, and this one makes each step's rows whole
+    // bfloat16 pairs): h_prev^T and dh_pre^T (P x B * T) as A, and m
+    // (B * T x H) and dz (B * T x 4H) packed as B. On AMX,
+    // d_w_p^T = dh_pre^T m (P x H) is computed, so that only the narrow
+    // operands are transposed.
+    const bool use_amx = amx::Usable(bf16_matmuls_, B, H, P);
+    const int64_t rows = static_cast<int64_t>(B) * T;  // a multiple of 32
+    std::unique_ptr<amx::bf16[]> w_p_t_packed, w_h_t_packed, a_dh_pre, a_dz,
+        h_prev_t, dh_pre_t, m_packed, dz_packed;
+    if (use_amx) {
+      w_p_t_packed = amx::Buffer(static_cast<int64_t>(P) * H);
+      amx::PackTransposed(w_p.flat<float>().data(), P, H, P, P,
+                          w_p_t_packed.get());
+      w_h_t_packed = amx::Buffer(static_cast<int64_t>(4) * H * P);
+      amx::PackTransposed(w_h.flat<float>().data(), 4 * H, P, 4 * H, 4 * H,
+                          w_h_t_packed.get());
+      a_dh_pre = amx::Buffer(static_cast<int64_t>(B) * P);
+      a_dz = amx::Buffer(static_cast<int64_t>(B) * 4 * H);
+      h_prev_t = amx::Buffer(P * rows);
+      dh_pre_t = amx::Buffer(P * rows);
+      m_packed = amx::Buffer(rows * H);
+      dz_packed = amx::Buffer(rows * 4 * H);
+      amx::ConfigureTiles();
+    }
     for (int n = T - 1; n >= 0; --n) {
       const int t = reverse_ ? T - 1 - n : n;
       // The state before step t: h0/c0 for the first step in reading order.
@@ -368,7 +666,14 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
       // (their dh_pre and dc_new are zero).
       tanh_c = c_out.array().tanh();
       m = g.rightCols(H).cwiseProduct(tanh_c);
-      dm.noalias() = dh_pre * w_p_m.transpose();
+      if (use_amx) {
+        amx::ConvertRows(dh_pre.data(), static_cast<int64_t>(T) * P, B, P,
+                         a_dh_pre.get(), P);
+        amx::Gemm(B, H, P, a_dh_pre.get(), P, w_p_t_packed.get(), dm.data(),
+                  H, /*accumulate=*/false);
+      } else {
+        dm.noalias() = dh_pre * w_p_m.transpose();
+      }
       for (int b = 0; b < B; ++b) {
         const bool kept = keep_data[b * T + t] != 0.0f;
         for (int k = 0; k < H; ++k) {
@@ -386,7 +691,24 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
       }
       // Kept rows: the gradient through the step. Padded rows (dz = 0,
       // dc_pre = 0) pass the gradient of the carried state on as it is.
-      dh_carry.noalias() = dz * w_h_m.transpose();
+      if (use_amx) {
+        amx::ConvertRows(dz.data(), static_cast<int64_t>(T) * 4 * H, B,
+                         4 * H, a_dz.get(), 4 * H);
+        amx::Gemm(B, P, 4 * H, a_dz.get(), 4 * H, w_h_t_packed.get(),
+                  dh_carry.data(), P, /*accumulate=*/false);
+        // This step's rows of the weight gradients' operands.
+        const int64_t first_row = static_cast<int64_t>(t) * B;
+        amx::ConvertTransposed(h_prev.data(), h_prev.outerStride(), B, P,
+                               h_prev_t.get() + first_row, rows);
+        amx::ConvertTransposed(dh_pre.data(), dh_pre.outerStride(), B, P,
+                               dh_pre_t.get() + first_row, rows);
+        amx::PackRows(m.data(), m.outerStride(), B, H, B, m_packed.get(),
+                      first_row / 2, rows / 2);
+        amx::PackRows(dz.data(), dz.outerStride(), B, 4 * H, B,
+                      dz_packed.get(), first_row / 2, rows / 2);
+      } else {
+        dh_carry.noalias() = dz * w_h_m.transpose();
+      }
       dc_carry = dc_pre;
       for (int b = 0; b < B; ++b) {
         if (keep_data[b * T + t] == 0.0f) {
@@ -395,8 +717,17 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
         }
       }
     }
+    if (use_amx) {
+      Matrix dw_p_t(P, H);
+      amx::Gemm(P, H, rows, dh_pre_t.get(), rows, m_packed.get(),
+                dw_p_t.data(), H, /*accumulate=*/false);
+      dw_p = dw_p_t.transpose();
+      amx::Gemm(P, 4 * H, rows, h_prev_t.get(), rows, dz_packed.get(),
+                dw_h.data(), 4 * H, /*accumulate=*/false);
+      amx::ReleaseTiles();
+      return;
+    }
     // d_w_p = sum over steps of m^T dh_pre: one (H x BT) (BT x P) matmul.
-    const int64_t rows = static_cast<int64_t>(B) * T;
     dw_p.noalias() = ConstMatrixMap(m_all, rows, H).transpose() *
                      ConstMatrixMap(dh_pre_all, rows, P);
     // d_w_h = sum over steps of h_prev^T dz, with h_prev of row (b, t) the
@@ -427,10 +758,30 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
 
  private:
   float cell_clip_, proj_clip_;
-  bool reverse_;
+  bool reverse_, bf16_matmuls_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("ElmoLstmpSequenceGrad").Device(DEVICE_CPU),
                         ElmoLstmpSequenceGradOp);
+
+// Whether bf16_matmuls runs on AMX tiles in this process (CPU and kernel
+// support): a scalar bool, for tests and benchmarks to report.
+REGISTER_OP("ElmoLstmpAmxAvailable")
+    .Output("available: bool")
+    .SetIsStateful()
+    .SetShapeFn(::tensorflow::shape_inference::ScalarShape);
+
+class ElmoLstmpAmxAvailableOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(OpKernelContext* ctx) override {
+    Tensor* available;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({}), &available));
+    available->scalar<bool>()() = amx::Available();
+  }
+};
+
+REGISTER_KERNEL_BUILDER(Name("ElmoLstmpAmxAvailable").Device(DEVICE_CPU),
+                        ElmoLstmpAmxAvailableOp);
 
 }  // namespace elmo_tf
