@@ -56,28 +56,33 @@ def measure(batch: int, steps: int, cell: int, proj: int, calls: int) -> dict:
   rng = np.random.default_rng(0)
   const = lambda *shape, scale=1.0: tf.constant(
       rng.normal(size=shape).astype("float32") * scale)
-  gates_in = const(batch, steps, 4 * cell)
+  # The LSTM's input is the projection size, as in ELMo's layers.
+  x = const(batch, steps, proj)
   keep = tf.ones((batch, steps))
   h0, c0 = tf.zeros((batch, proj)), tf.zeros((batch, cell))
-  w_h, w_p = const(proj, 4 * cell, scale=0.1), const(cell, proj, scale=0.1)
+  kernel = const(2 * proj, 4 * cell, scale=0.1)
+  bias = const(4 * cell, scale=0.1)
+  projection = const(cell, proj, scale=0.1)
   d_h_seq, d_c_seq = tf.ones((batch, steps, proj)), tf.zeros((batch, steps,
                                                                cell))
-  # Matmul flops: per step h @ w_h and m @ w_p forward; the gradient has
-  # two per step plus the two weight gradients over all steps.
-  forward_flops = 2 * batch * steps * (proj * 4 * cell + cell * proj)
+  # Matmul flops: x @ W_x for all steps, and per step h @ W_h and m @ W_p;
+  # the gradient has twice as many (each matmul's two operands' gradients).
+  forward_flops = 2 * batch * steps * (2 * proj * 4 * cell + cell * proj)
   row = {"batch": batch, "steps": steps, "cell": cell, "projection": proj}
   precisions = [("", False)]
   if fused_lstmp.amx_available():
     precisions.append(("bf16_", True))
   for prefix, bf16_matmuls in precisions:
-    attrs = dict(cell_clip=3.0, proj_clip=3.0, bf16_matmuls=bf16_matmuls)
-    outputs = ops.elmo_lstmp_sequence(gates_in, keep, h0, c0, w_h, w_p,
-                                      **attrs)
+    attrs = dict(cell_clip=3.0, proj_clip=3.0, reverse=False,
+                 bf16_matmuls=bf16_matmuls)
+    outputs = ops.elmo_lstmp_sequence(x, keep, h0, c0, kernel, bias,
+                                      projection, forget_bias=1.0, **attrs)
     forward_ms = _median_ms(lambda: ops.elmo_lstmp_sequence(  # pylint: disable=cell-var-from-loop
-        gates_in, keep, h0, c0, w_h, w_p, **attrs)[0].numpy(), calls)
-    gradient_ms = _median_ms(lambda: ops.elmo_lstmp_sequence_grad(  # pylint: disable=cell-var-from-loop
-        keep, h0, c0, w_h, w_p, *outputs[:5], d_h_seq, d_c_seq, h0, c0,
+        x, keep, h0, c0, kernel, bias, projection, forget_bias=1.0,
         **attrs)[0].numpy(), calls)
+    gradient_ms = _median_ms(lambda: ops.elmo_lstmp_sequence_grad(  # pylint: disable=cell-var-from-loop
+        x, keep, h0, c0, kernel, projection, *outputs[:5], d_h_seq, d_c_seq,
+        h0, c0, **attrs)[0].numpy(), calls)
     row.update({
         f"{prefix}forward_ms": round(forward_ms, 3),
         f"{prefix}gradient_ms": round(gradient_ms, 3),

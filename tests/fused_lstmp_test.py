@@ -126,7 +126,7 @@ class FusedLSTMPTest(tf.test.TestCase):
     self.assertEqual(types.count("ElmoLstmpSequenceGrad"), 1)
     self.assertNotIn("Sigmoid", types)
 
-  def test_mixed_bfloat16_runs_the_kernel_in_float32(self):
+  def test_mixed_bfloat16_runs_the_kernel(self):
     policy = keras.mixed_precision.global_policy()
     try:
       keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -155,12 +155,19 @@ class FusedLSTMPTest(tf.test.TestCase):
 
   def test_bad_shapes_are_errors_naming_the_input(self):
     load = fused_lstmp.load()
-    with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
-                                r"w_h must be \(projection, 4 \* cell\)"):
-      load.elmo_lstmp_sequence(
-          gates_in=tf.zeros((2, 3, 28)), keep=tf.ones((2, 3)),
-          h0=tf.zeros((2, 3)), c0=tf.zeros((2, 7)), w_h=tf.zeros((4, 28)),
-          w_p=tf.zeros((7, 3)))
+    good = dict(x=tf.zeros((2, 3, 5)), keep=tf.ones((2, 3)),
+                h0=tf.zeros((2, 3)), c0=tf.zeros((2, 7)),
+                kernel=tf.zeros((8, 28)), bias=tf.zeros((28,)),
+                projection=tf.zeros((7, 3)))
+    for name, shape, message in (
+        ("kernel", (4, 28), r"kernel must be \(input \+ projection, "
+                            r"4 \* cell\) = \(5 \+ 3, 28\)"),
+        ("bias", (27,), r"bias must be \(4 \* cell\)"),
+        ("keep", (2, 4), r"keep must be \(batch, time\)"),
+        ("c0", (2, 6), r"c0 must be \(batch, cell\)")):
+      with self.subTest(input=name):
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError, message):
+          load.elmo_lstmp_sequence(**dict(good, **{name: tf.zeros(shape)}))
 
 
 def _round_to_bfloat16(x):
@@ -170,19 +177,22 @@ def _round_to_bfloat16(x):
   return bits.astype(np.uint32).view(np.float32)
 
 
-def _bfloat16_matmul_forward(gates_in, keep, h0, c0, w_h, w_p, clip,
-                             reverse):
-  """The kernel's forward with bfloat16-rounded matmul operands and
-  float32 accumulation, in NumPy: h_seq (B, T, P)."""
+def _bfloat16_matmul_forward(x, keep, h0, c0, kernel, bias, projection,
+                             clip, reverse):
+  """The kernel's forward (forget bias 1) with bfloat16-rounded matmul
+  operands and float32 accumulation, in NumPy: h_seq (B, T, P)."""
   sigmoid = lambda v: 1 / (1 + np.exp(-v))
-  w_h, w_p = _round_to_bfloat16(w_h), _round_to_bfloat16(w_p)
+  kernel, w_p = _round_to_bfloat16(kernel), _round_to_bfloat16(projection)
+  w_x, w_h = kernel[:x.shape[2]], kernel[x.shape[2]:]
   h, c = h0.copy(), c0.copy()
   cell = c0.shape[1]
-  h_seq = np.zeros(gates_in.shape[:2] + (h0.shape[1],), np.float32)
-  steps = range(gates_in.shape[1])
+  h_seq = np.zeros(x.shape[:2] + (h0.shape[1],), np.float32)
+  steps = range(x.shape[1])
   for t in reversed(steps) if reverse else steps:
-    z = gates_in[:, t] + _round_to_bfloat16(h) @ w_h
-    i, f, o = (sigmoid(z[:, k * cell:(k + 1) * cell]) for k in (0, 2, 3))
+    z = (_round_to_bfloat16(x[:, t]) @ w_x + bias +
+         _round_to_bfloat16(h) @ w_h)
+    i, f, o = (sigmoid(z[:, k * cell:(k + 1) * cell] + (k == 2))
+               for k in (0, 2, 3))
     j = np.tanh(z[:, cell:2 * cell])
     c_new = np.clip(f * c + i * j, -clip, clip)
     m = o * np.tanh(c_new)
@@ -203,7 +213,8 @@ class BFloat16MatmulsTest(tf.test.TestCase):
     rng = np.random.default_rng(11)
     normal = lambda *shape, scale=1.0: (
         rng.normal(size=shape) * scale).astype(np.float32)
-    self.gates_in = normal(batch, steps, 4 * cell)
+    inputs = 32
+    self.x = normal(batch, steps, inputs)
     keep = np.ones((batch, steps), np.float32)
     keep[3, 3:] = 0  # right padding
     keep[5, :2] = 0  # left padding
@@ -211,21 +222,23 @@ class BFloat16MatmulsTest(tf.test.TestCase):
     self.keep = keep
     self.h0, self.c0 = normal(batch, proj, scale=0.5), normal(batch, cell)
     # Glorot-like scales, as trained weights have.
-    self.w_h = normal(proj, 4 * cell, scale=proj ** -0.5)
-    self.w_p = normal(cell, proj, scale=cell ** -0.5)
+    self.kernel = normal(inputs + proj, 4 * cell, scale=proj ** -0.5)
+    self.bias = normal(4 * cell, scale=0.5)
+    self.projection = normal(cell, proj, scale=cell ** -0.5)
     self.weights = normal(batch, steps, proj)
 
   def _run(self, bf16_matmuls, reverse, clip=2.0):
     """h_seq, c_seq, h_last, c_last and the gradients of a loss that reads
-    all of them w.r.t. gates_in, h0, c0, w_h, w_p."""
-    inputs = [tf.constant(v) for v in (self.gates_in, self.h0, self.c0,
-                                       self.w_h, self.w_p)]
-    gates_in, h0, c0, w_h, w_p = inputs
+    all of them w.r.t. x, h0, c0, kernel, bias, projection."""
+    inputs = [tf.constant(v) for v in (self.x, self.h0, self.c0, self.kernel,
+                                       self.bias, self.projection)]
+    x, h0, c0, kernel, bias, projection = inputs
     with tf.GradientTape() as tape:
       tape.watch(inputs)
       h_seq, c_seq, h_last, c_last = fused_lstmp.lstmp_sequence(
-          gates_in, tf.constant(self.keep), h0, c0, w_h, w_p, cell_clip=clip,
-          proj_clip=clip, reverse=reverse, bf16_matmuls=bf16_matmuls)
+          x, tf.constant(self.keep), h0, c0, kernel, bias, projection,
+          cell_clip=clip, proj_clip=clip, forget_bias=1.0, reverse=reverse,
+          bf16_matmuls=bf16_matmuls)
       loss = (tf.reduce_sum(h_seq * self.weights) + tf.reduce_sum(c_seq) +
               0.5 * tf.reduce_sum(h_last * h_last) + tf.reduce_sum(c_last))
     return [v.numpy() for v in
@@ -247,8 +260,8 @@ class BFloat16MatmulsTest(tf.test.TestCase):
           self.assertAllEqual(h_seq, float32_h_seq)
           continue
         emulated = _bfloat16_matmul_forward(
-            self.gates_in, self.keep, self.h0, self.c0, self.w_h, self.w_p,
-            2.0, reverse)
+            self.x, self.keep, self.h0, self.c0, self.kernel, self.bias,
+            self.projection, 2.0, reverse)
         # The order of the float32 sums and an ulp of tanh differ, and can
         # move a later operand across a bfloat16 rounding edge (2^-9): so
         # not bit for bit, but far closer than float32 operands come.
@@ -258,8 +271,8 @@ class BFloat16MatmulsTest(tf.test.TestCase):
         self.assertLess(error, float32_error / 20)
 
   def test_outputs_and_gradients_within_bfloat16_rounding_of_float32(self):
-    names = ["h_seq", "c_seq", "h_last", "c_last", "d_gates_in", "d_h0",
-             "d_c0", "d_w_h", "d_w_p"]
+    names = ["h_seq", "c_seq", "h_last", "c_last", "d_x", "d_h0", "d_c0",
+             "d_kernel", "d_bias", "d_projection"]
     for reverse in (False, True):
       # No clips: a value rounded across a clip's edge flips its gradient
       # between 0 and 1, which no tolerance covers.
@@ -274,7 +287,51 @@ class BFloat16MatmulsTest(tf.test.TestCase):
       # The all-padding row carries its state, bit for bit.
       self.assertAllEqual(got[2][7], self.h0[7])
       if fused_lstmp.amx_available():  # The tiles ran: not float32's numbers.
-        self.assertNotAllClose(got[4], expected[4], atol=0, rtol=0)
+        for g, e in zip(got[4:], expected[4:]):
+          self.assertNotAllClose(g, e, atol=0, rtol=0)
+
+  def test_input_gates_given_match_the_input_matmul_in_the_op(self):
+    """lstmp_sequence_from_gates (float32 training: the input part by
+    TensorFlow's matmul) against lstmp_sequence (the op's own), both
+    precisions: outputs and the gradients of h0, c0, W_h, W_p, and of x
+    through the caller's matmul."""
+    inputs = 32
+    for bf16_matmuls in (False, True):
+      results = []
+      for given in (False, True):
+        x, h0, c0, kernel, bias, projection = (
+            tf.constant(v) for v in (self.x, self.h0, self.c0, self.kernel,
+                                     self.bias, self.projection))
+        with tf.GradientTape() as tape:
+          tape.watch([x, h0, c0, kernel, bias, projection])
+          common = dict(cell_clip=0.0, proj_clip=0.0,
+                        bf16_matmuls=bf16_matmuls)
+          if given:
+            forget = np.zeros(self.bias.shape, np.float32)
+            cell = self.c0.shape[1]
+            forget[2 * cell:3 * cell] = 1.0
+            gates = tf.einsum("bti,ig->btg", x, kernel[:inputs]) + (
+                bias + forget)
+            h_seq, _, h_last, c_last = fused_lstmp.lstmp_sequence_from_gates(
+                gates, tf.constant(self.keep), h0, c0, kernel[inputs:],
+                projection, **common)
+          else:
+            h_seq, _, h_last, c_last = fused_lstmp.lstmp_sequence(
+                x, tf.constant(self.keep), h0, c0, kernel, bias, projection,
+                forget_bias=1.0, **common)
+          loss = (tf.reduce_sum(h_seq * self.weights) +
+                  tf.reduce_sum(h_last) + tf.reduce_sum(c_last))
+        results.append([h_seq] + tape.gradient(
+            loss, [x, h0, c0, kernel, bias, projection]))
+      for name, e, g in zip(["h_seq", "d_x", "d_h0", "d_c0", "d_kernel",
+                             "d_bias", "d_projection"], *results):
+        with self.subTest(bf16_matmuls=bf16_matmuls, value=name):
+          e, g = e.numpy(), g.numpy()
+          if bf16_matmuls and fused_lstmp.amx_available():
+            # The given gates are float32 sums, the op's bfloat16 products.
+            self.assertAllClose(g, e, atol=0.01 * np.abs(e).max(), rtol=0.01)
+          else:
+            self.assertAllClose(g, e, atol=2e-5, rtol=1e-5)
 
   def test_mixed_bfloat16_layers_ask_for_it_unless_configured_off(self):
     policy = keras.mixed_precision.global_policy()

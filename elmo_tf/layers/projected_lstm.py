@@ -124,15 +124,19 @@ class ProjectedLSTM(keras.layers.Layer):
           f"ProjectedLSTM {self.name!r}: the last input dimension must be "
           f"known; got input shape {input_shape}.")
     self.input_dim = int(input_dim)
+    # autocast=False: `call` casts the weights to the compute dtype itself,
+    # and the fused kernel reads them as float32 (Keras would hand it their
+    # bfloat16 casts under mixed_bfloat16).
     self.kernel = self.add_weight(
         name="kernel",
         shape=(self.input_dim + self.projection_dim, 4 * self.cell_dim),
-        initializer="glorot_uniform")
+        initializer="glorot_uniform", autocast=False)
     self.bias = self.add_weight(
-        name="bias", shape=(4 * self.cell_dim,), initializer="zeros")
+        name="bias", shape=(4 * self.cell_dim,), initializer="zeros",
+        autocast=False)
     self.projection = self.add_weight(
         name="projection", shape=(self.cell_dim, self.projection_dim),
-        initializer="glorot_uniform")
+        initializer="glorot_uniform", autocast=False)
     self.built = True
 
   def get_initial_state(self, batch_size):
@@ -164,6 +168,9 @@ class ProjectedLSTM(keras.layers.Layer):
     if initial_state is None:
       initial_state = self.get_initial_state(batch_size)
     h0, c0 = initial_state
+    if self._use_fused_kernel(dtype):
+      outputs, h_final, c_final = self._fused(x, mask, h0, c0, go_backwards)
+      return outputs, (h_final, c_final)
     h0 = tf.cast(h0, dtype)  # (batch, projection_dim)
     c0 = tf.cast(c0, dtype)  # (batch, cell_dim)
 
@@ -176,13 +183,8 @@ class ProjectedLSTM(keras.layers.Layer):
     bias = tf.cast(self.bias, dtype)
     projection = tf.cast(self.projection, dtype)  # (cell, projection_dim)
 
-    # The forget bias is folded into the bias of the f gate once, outside
-    # the loop: at small batch sizes the loop's cost is per op, not per flop.
+    gate_bias = self._gate_bias(bias)
     cell = self.cell_dim
-    gate_bias = bias + tf.concat(
-        [tf.zeros((2 * cell,), dtype),
-         tf.fill((cell,), tf.constant(self.forget_bias, dtype)),
-         tf.zeros((cell,), dtype)], axis=0)  # (4 * cell,) order i, j, f, o
 
     def step(input_gates_t, keep, h_prev, c_prev):
       """One step. input_gates_t: (batch, 4 * cell) = x_t @ W_x + b; keep:
@@ -202,11 +204,7 @@ class ProjectedLSTM(keras.layers.Layer):
         return h, c
       return tf.where(keep, h, h_prev), tf.where(keep, c, c_prev)
 
-    if self._use_fused_kernel(dtype):
-      outputs, h_final, c_final = self._fused(
-          x, mask, h0, c0, input_kernel, recurrent_kernel, gate_bias,
-          projection, go_backwards)
-    elif static_steps is not None:
+    if static_steps is not None:
       outputs, h_final, c_final = self._unrolled(
           step, x, mask, h0, c0, input_kernel, gate_bias, static_steps,
           go_backwards)
@@ -216,12 +214,25 @@ class ProjectedLSTM(keras.layers.Layer):
     state = (tf.cast(h_final, tf.float32), tf.cast(c_final, tf.float32))
     return outputs, state
 
+  def _gate_bias(self, bias):
+    """bias (4 * cell,) with the forget bias added to the f gate's block.
+
+    Folded in once, outside the loop: at small batch sizes the loop's cost
+    is per op, not per flop.
+    """
+    cell, dtype = self.cell_dim, bias.dtype
+    return bias + tf.concat(
+        [tf.zeros((2 * cell,), dtype),
+         tf.fill((cell,), tf.constant(self.forget_bias, dtype)),
+         tf.zeros((cell,), dtype)], axis=0)  # (4 * cell,) order i, j, f, o
+
   def _input_gates(self, x, input_kernel, gate_bias):
     """x (batch, time, input_dim) -> x @ input_kernel + gate_bias,
     (batch, time, 4 * cell).
 
     One 2-D MatMul + BiasAdd (which grappler fuses into one op): the bias's
-    gradient is then one BiasAddGrad, not a Sum over (batch, time).
+    gradient is then one BiasAddGrad, not a Sum over (batch, time). Also
+    the float32 fused kernel's input.
     """
     x_rows = tf.reshape(x, (-1, self.input_dim))  # (batch * time, input_dim)
     return tf.reshape(
@@ -234,38 +245,46 @@ class ProjectedLSTM(keras.layers.Layer):
     from elmo_tf.ops import fused_lstmp  # pylint: disable=g-import-not-at-top
     return fused_lstmp.load() is not None
 
-  def _fused(self, x, mask, h0, c0, input_kernel, recurrent_kernel,
-             gate_bias, projection, go_backwards):
-    """The recurrence as one op (and its gradient as one op).
+  def _fused(self, x, mask, h0, c0, go_backwards):
+    """The recurrence as one op and its gradient as one op; under
+    mixed_bfloat16 with AMX the input matmul is in the op too.
 
-    Returns (outputs (batch, time, projection_dim), h_final, c_final).
+    Returns (outputs (batch, time, projection_dim), h_final, c_final), the
+    states float32.
     """
     from elmo_tf.ops import fused_lstmp  # pylint: disable=g-import-not-at-top
-    # (batch, time, 4 * cell): the input part of every step at once, in the
-    # compute dtype (a bfloat16 matmul under mixed_bfloat16).
-    input_gates = self._input_gates(x, input_kernel, gate_bias)
     if mask is None:
       keep = tf.ones(tf.shape(x)[:2], tf.float32)  # (batch, time)
     else:
       keep = tf.cast(mask, tf.float32)
     # The kernel's inputs, state and elementwise math are float32 (under
     # mixed_bfloat16 too: the cell state would lose precision over the
-    # steps), on the float32 weights, not on their bfloat16 casts. Under
-    # mixed_bfloat16 its matmuls may round their operands to bfloat16 (on
-    # AMX tiles), as every other matmul of the model does.
+    # steps), on the float32 weights themselves. Under mixed_bfloat16 its
+    # matmuls may round their operands to bfloat16 (on AMX tiles), as every
+    # other matmul of the model does.
     bf16_matmuls = (x.dtype == tf.bfloat16 and
                     self.fused_kernel_bfloat16_matmuls)
-    if x.dtype != tf.float32:
-      _, recurrent_kernel = tf.split(
-          tf.cast(self.kernel, tf.float32),
-          [self.input_dim, self.projection_dim], axis=0)
-      projection = tf.cast(self.projection, tf.float32)
     f32 = lambda t: tf.cast(t, tf.float32)
-    h_seq, _, h_final, c_final = fused_lstmp.lstmp_sequence(
-        f32(input_gates), keep, f32(h0), f32(c0), recurrent_kernel,
-        projection, cell_clip=self.cell_clip,
-        proj_clip=self.projection_clip, reverse=go_backwards,
-        bf16_matmuls=bf16_matmuls)
+    attrs = dict(cell_clip=self.cell_clip, proj_clip=self.projection_clip,
+                 reverse=go_backwards, bf16_matmuls=bf16_matmuls)
+    if bf16_matmuls and fused_lstmp.amx_available():
+      # The op computes the input part too, on AMX: no (batch, time,
+      # 4 * cell) matmul, bias add or cast outside it.
+      h_seq, _, h_final, c_final = fused_lstmp.lstmp_sequence(
+          f32(x), keep, f32(h0), f32(c0), self.kernel, self.bias,
+          self.projection, forget_bias=self.forget_bias, **attrs)
+    else:
+      # The input part by TensorFlow's matmul (oneDNN, every core: faster
+      # than the op's own single-threaded float32 one), in the compute
+      # dtype.
+      input_kernel, recurrent_kernel = tf.split(
+          self.kernel, [self.input_dim, self.projection_dim], axis=0)
+      input_gates = self._input_gates(
+          x, tf.cast(input_kernel, x.dtype),
+          tf.cast(self._gate_bias(tf.convert_to_tensor(self.bias)), x.dtype))
+      h_seq, _, h_final, c_final = fused_lstmp.lstmp_sequence_from_gates(
+          f32(input_gates), keep, f32(h0), f32(c0), recurrent_kernel,
+          self.projection, **attrs)
     outputs = h_seq if mask is None else h_seq * keep[:, :, None]
     return tf.cast(outputs, x.dtype), h_final, c_final
 

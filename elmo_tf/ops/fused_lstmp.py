@@ -20,7 +20,8 @@ backbone without it), so SavedModels load anywhere.
   from elmo_tf.ops import fused_lstmp
   if fused_lstmp.load() is not None:
     h_seq, c_seq, h_last, c_last = fused_lstmp.lstmp_sequence(
-        gates_in, keep, h0, c0, w_h, w_p, cell_clip=3.0, proj_clip=3.0)
+        x, keep, h0, c0, kernel, bias, projection, cell_clip=3.0,
+        proj_clip=3.0, forget_bias=1.0)
 """
 
 import fcntl
@@ -131,31 +132,45 @@ def failure() -> Optional[str]:
   return _failure
 
 
+_amx_available: Optional[bool] = None
+
+
 def amx_available() -> bool:
-  """Whether `bf16_matmuls` runs on AMX tiles here (False without the op)."""
-  module = load()
-  return module is not None and bool(
-      module.elmo_lstmp_amx_available().numpy())
+  """Whether `bf16_matmuls` runs on AMX tiles here (False without the op).
+
+  Callable while a tf.function traces (the op runs eagerly, once).
+  """
+  global _amx_available
+  if _amx_available is None:
+    module = load()
+    if module is None:
+      return False
+    with tf.init_scope():
+      _amx_available = bool(module.elmo_lstmp_amx_available().numpy())
+  return _amx_available
 
 
-def lstmp_sequence(gates_in, keep, h0, c0, w_h, w_p, cell_clip: float = 0.0,
-                   proj_clip: float = 0.0, reverse: bool = False,
+def lstmp_sequence(x, keep, h0, c0, kernel, bias, projection,
+                   cell_clip: float = 0.0, proj_clip: float = 0.0,
+                   forget_bias: float = 0.0, reverse: bool = False,
                    bf16_matmuls: bool = False):
   """The recurrence over all steps: (h_seq, c_seq, h_last, c_last).
 
   Args (float32; `load()` must have succeeded):
-    gates_in: (batch, time, 4 * cell) = x @ W_x + bias, the forget bias
-      added to the f block; gate order i, j, f, o.
+    x: (batch, time, input).
     keep: (batch, time) 1.0 for real steps, 0.0 where the state is carried.
     h0: (batch, projection); c0: (batch, cell).
-    w_h: (projection, 4 * cell); w_p: (cell, projection).
+    kernel: (input + projection, 4 * cell), rows [x; h], gate columns
+      i, j, f, o; bias: (4 * cell), without the forget bias;
+      projection: (cell, projection).
     cell_clip, proj_clip: 0 for no clip.
+    forget_bias: added to the f gate's pre-activation.
     reverse: read the steps from the last to the first (outputs stay at
       their positions).
     bf16_matmuls: the matmuls (here and in the gradient) read
       bfloat16-rounded operands and accumulate in float32 on AMX tiles, when
-      the CPU has AMX and batch, cell and projection are multiples of 32;
-      otherwise float32 (mixed_bfloat16 training sets it).
+      the CPU has AMX and batch, input, cell and projection are multiples of
+      32; otherwise float32 (mixed_bfloat16 training sets it).
 
   Returns:
     h_seq (batch, time, projection) and c_seq (batch, time, cell): the state
@@ -163,9 +178,31 @@ def lstmp_sequence(gates_in, keep, h0, c0, w_h, w_p, cell_clip: float = 0.0,
     the last step read.
   """
   h_seq, c_seq, _, _, _, h_last, c_last = load().elmo_lstmp_sequence(
-      gates_in=gates_in, keep=keep, h0=h0, c0=c0, w_h=w_h, w_p=w_p,
-      cell_clip=float(cell_clip), proj_clip=float(proj_clip),
+      x=x, keep=keep, h0=h0, c0=c0, kernel=kernel, bias=bias,
+      projection=projection, cell_clip=float(cell_clip),
+      proj_clip=float(proj_clip), forget_bias=float(forget_bias),
       reverse=bool(reverse), bf16_matmuls=bool(bf16_matmuls))
+  return h_seq, c_seq, h_last, c_last
+
+
+def lstmp_sequence_from_gates(input_gates, keep, h0, c0, recurrent_kernel,
+                              projection, cell_clip: float = 0.0,
+                              proj_clip: float = 0.0, reverse: bool = False,
+                              bf16_matmuls: bool = False):
+  """`lstmp_sequence` with the input part computed by the caller.
+
+  input_gates: (batch, time, 4 * cell) = x @ W_x + bias, the forget bias
+  added to the f block; recurrent_kernel: W_h, (projection, 4 * cell). For
+  float32, where TensorFlow's matmul (oneDNN, on every core) computes the
+  input part faster than the op's single-threaded one.
+  """
+  cell = projection.shape[0]
+  h_seq, c_seq, _, _, _, h_last, c_last = load().elmo_lstmp_sequence(
+      x=input_gates, keep=keep, h0=h0, c0=c0, kernel=recurrent_kernel,
+      bias=tf.zeros((4 * cell,), tf.float32), projection=projection,
+      cell_clip=float(cell_clip), proj_clip=float(proj_clip),
+      reverse=bool(reverse), bf16_matmuls=bool(bf16_matmuls),
+      input_gates_given=True)
   return h_seq, c_seq, h_last, c_last
 
 
@@ -176,18 +213,21 @@ def _zeros_if_none(gradient, like):
 @tf.RegisterGradient("ElmoLstmpSequence")
 def _lstmp_sequence_grad(op, d_h_seq, d_c_seq, unused_d_gates,
                          unused_d_c_pre, unused_d_h_pre, d_h_last, d_c_last):
-  """Gradients of gates_in, keep (none), h0, c0, w_h, w_p."""
-  gates_in, keep, h0, c0, w_h, w_p = op.inputs
+  """Gradients of x, keep (none), h0, c0, kernel, bias, projection."""
+  x, keep, h0, c0, kernel, unused_bias, projection = op.inputs
   h_seq, c_seq, gates, c_pre, h_pre, _, _ = op.outputs
-  d_gates_in, d_h0, d_c0, d_w_h, d_w_p = load().elmo_lstmp_sequence_grad(
-      keep=keep, h0=h0, c0=c0, w_h=w_h, w_p=w_p, h_seq=h_seq, c_seq=c_seq,
-      gates=gates, c_pre=c_pre, h_pre=h_pre,
-      d_h_seq=_zeros_if_none(d_h_seq, h_seq),
-      d_c_seq=_zeros_if_none(d_c_seq, c_seq),
-      d_h_last=_zeros_if_none(d_h_last, h0),
-      d_c_last=_zeros_if_none(d_c_last, c0),
-      cell_clip=op.get_attr("cell_clip"), proj_clip=op.get_attr("proj_clip"),
-      reverse=op.get_attr("reverse"),
-      bf16_matmuls=op.get_attr("bf16_matmuls"))
-  del gates_in  # Its gradient is d_gates_in; the value is not needed.
-  return d_gates_in, None, d_h0, d_c0, d_w_h, d_w_p
+  (d_x, d_h0, d_c0, d_kernel, d_bias,
+   d_projection) = load().elmo_lstmp_sequence_grad(
+       x=x, keep=keep, h0=h0, c0=c0, kernel=kernel, projection=projection,
+       h_seq=h_seq, c_seq=c_seq, gates=gates, c_pre=c_pre, h_pre=h_pre,
+       d_h_seq=_zeros_if_none(d_h_seq, h_seq),
+       d_c_seq=_zeros_if_none(d_c_seq, c_seq),
+       d_h_last=_zeros_if_none(d_h_last, h0),
+       d_c_last=_zeros_if_none(d_c_last, c0),
+       cell_clip=op.get_attr("cell_clip"),
+       proj_clip=op.get_attr("proj_clip"), reverse=op.get_attr("reverse"),
+       bf16_matmuls=op.get_attr("bf16_matmuls"),
+       input_gates_given=op.get_attr("input_gates_given"))
+  if op.get_attr("input_gates_given"):
+    d_bias = None  # The bias input is unused: its gradient is the caller's.
+  return d_x, None, d_h0, d_c0, d_kernel, d_bias, d_projection

@@ -12,16 +12,26 @@
 //
 // The math is ProjectedLSTM's (TF1 LSTMCell with num_proj, cell_clip,
 // proj_clip, as bilm-tf), per step t, for a row whose keep[b, t] is 1:
-//   z      = gates_in[:, t] + h_prev @ w_h            (B, 4H), order i j f o
+//   z      = x[:, t] @ W_x + bias + h_prev @ W_h      (B, 4H), order i j f o
 //   i, f, o = sigmoid(z_i), sigmoid(z_f), sigmoid(z_o);  j = tanh(z_j)
 //   c_pre  = f * c_prev + i * j;   c = clip(c_pre, cell_clip)      (B, H)
-//   h_pre  = (o * tanh(c)) @ w_p;  h = clip(h_pre, proj_clip)      (B, P)
-// (the forget bias is already in gates_in); a row whose keep is 0 carries
-// h_prev and c_prev unchanged. With `reverse` the steps run from T-1 down
-// to 0, each output staying at its own position. A clip of 0 is no clip;
-// the clip's gradient passes where |x| <= clip, as tf.clip_by_value's.
+//   h_pre  = (o * tanh(c)) @ W_p;  h = clip(h_pre, proj_clip)      (B, P)
+// (with forget_bias added to z_f); a row whose keep is 0 carries h_prev
+// and c_prev unchanged. kernel = [W_x; W_h], (I + P, 4H), is the layer's
+// own variable, so its gradient needs no concat. With `reverse` the steps
+// run from T-1 down to 0, each output staying at its own position. A clip
+// of 0 is no clip; the clip's gradient passes where |x| <= clip, as
+// tf.clip_by_value's.
 //
-// Layout: batch major, as the Keras layer holds them: gates_in (B, T, 4H),
+// The input part x @ W_x + bias of all steps is one matmul before the loop
+// (and its gradients two matmuls and a column sum after it), so no
+// TensorFlow op around the recurrence computes, or under mixed_bfloat16
+// casts, a (B, T, 4H) tensor. With input_gates_given the caller has
+// computed it instead (float32 training: TensorFlow's oneDNN matmul on
+// every core beats this op's single-threaded Eigen one): x is then the
+// input gates (B, T, 4H) and kernel is W_h alone.
+//
+// Layout: batch major, as the Keras layer holds them: x (B, T, I),
 // keep (B, T) float 0/1, h_seq (B, T, P), c_seq (B, T, H); the per-step
 // slices are strided Eigen maps, so nothing is transposed. Inputs and
 // outputs are float32.
@@ -31,8 +41,9 @@
 // on the AMX tiles: the weights are rounded and packed once per call, the
 // per-step operands (h, o * tanh(c), and their gradients) once per step.
 // The elementwise math and the state stay float32. Without AMX (or at
-// shapes the tiles do not fit: batch, cell or projection not a multiple of
-// 32) the float32 Eigen matmuls run instead, which are at least as exact.
+// shapes the tiles do not fit: batch, input, cell or projection not a
+// multiple of 32) the float32 Eigen matmuls run instead, which are at least
+// as exact.
 
 #include <cpuid.h>
 #include <immintrin.h>
@@ -309,38 +320,46 @@ ELMO_TF_AMX_TARGET void Gemm(int m, int n, int64_t k_pad, const bf16* a,
 }
 
 // Whether the AMX path runs for these sizes (the tiles' 32 x 32 blocks).
-inline bool Usable(bool requested, int batch, int cell, int proj) {
-  return requested && batch > 0 && batch % 32 == 0 && cell % 32 == 0 &&
-         proj % 32 == 0 && Available();
+inline bool Usable(bool requested, int batch, int input, int cell, int proj) {
+  return requested && batch > 0 && batch % 32 == 0 && input % 32 == 0 &&
+         cell % 32 == 0 && proj % 32 == 0 && Available();
 }
 
 }  // namespace amx
 
 struct Dims {
-  int batch, steps, cell, proj;
+  int batch, steps, input, cell, proj;
 };
 
-Status CheckShapes(const Tensor& gates_in, const Tensor& keep,
-                   const Tensor& h0, const Tensor& c0, const Tensor& w_h,
-                   const Tensor& w_p, Dims* dims) {
-  if (gates_in.dims() != 3 || gates_in.dim_size(2) % 4 != 0)
-    return InvalidArgument("gates_in must be (batch, time, 4 * cell), got ",
-                           gates_in.shape().DebugString());
-  dims->batch = gates_in.dim_size(0);
-  dims->steps = gates_in.dim_size(1);
-  dims->cell = gates_in.dim_size(2) / 4;
-  dims->proj = w_p.dims() == 2 ? w_p.dim_size(1) : -1;
+// With input_gates_given, x holds the input gates (B, T, 4H) and kernel is
+// W_h alone: input is 0.
+Status CheckShapes(const Tensor& x, const Tensor& keep, const Tensor& h0,
+                   const Tensor& c0, const Tensor& kernel,
+                   const Tensor& projection, bool input_gates_given,
+                   Dims* dims) {
+  if (x.dims() != 3)
+    return InvalidArgument("x must be (batch, time, input), got ",
+                           x.shape().DebugString());
+  if (projection.dims() != 2)
+    return InvalidArgument("projection must be (cell, projection), got ",
+                           projection.shape().DebugString());
+  dims->batch = x.dim_size(0);
+  dims->steps = x.dim_size(1);
+  dims->input = input_gates_given ? 0 : x.dim_size(2);
+  dims->cell = projection.dim_size(0);
+  dims->proj = projection.dim_size(1);
   const Dims& d = *dims;
+  if (input_gates_given && x.dim_size(2) != 4 * d.cell)
+    return InvalidArgument("x must be the input gates (batch, time, 4 * cell",
+                           ") with cell ", d.cell, ", got ",
+                           x.shape().DebugString());
   if (keep.shape() != TensorShape({d.batch, d.steps}))
     return InvalidArgument("keep must be (batch, time) = (", d.batch, ", ",
                            d.steps, "), got ", keep.shape().DebugString());
-  if (w_p.shape() != TensorShape({d.cell, d.proj}))
-    return InvalidArgument("w_p must be (cell, projection) with cell ",
-                           d.cell, ", got ", w_p.shape().DebugString());
-  if (w_h.shape() != TensorShape({d.proj, 4 * d.cell}))
-    return InvalidArgument("w_h must be (projection, 4 * cell) = (", d.proj,
-                           ", ", 4 * d.cell, "), got ",
-                           w_h.shape().DebugString());
+  if (kernel.shape() != TensorShape({d.input + d.proj, 4 * d.cell}))
+    return InvalidArgument(
+        "kernel must be (input + projection, 4 * cell) = (", d.input, " + ",
+        d.proj, ", ", 4 * d.cell, "), got ", kernel.shape().DebugString());
   if (h0.shape() != TensorShape({d.batch, d.proj}))
     return InvalidArgument("h0 must be (batch, projection), got ",
                            h0.shape().DebugString());
@@ -353,16 +372,21 @@ Status CheckShapes(const Tensor& gates_in, const Tensor& keep,
 }  // namespace
 
 REGISTER_OP("ElmoLstmpSequence")
-    .Input("gates_in: float")  // (B, T, 4H): x @ W_x + bias (+ forget bias)
-    .Input("keep: float")      // (B, T): 1 real step, 0 carry the state
-    .Input("h0: float")        // (B, P)
-    .Input("c0: float")        // (B, H)
-    .Input("w_h: float")       // (P, 4H)
-    .Input("w_p: float")       // (H, P)
+    .Input("x: float")           // (B, T, I)
+    .Input("keep: float")        // (B, T): 1 real step, 0 carry the state
+    .Input("h0: float")          // (B, P)
+    .Input("c0: float")          // (B, H)
+    .Input("kernel: float")      // (I + P, 4H): rows [x; h], gates i j f o
+    .Input("bias: float")        // (4H), without the forget bias
+    .Input("projection: float")  // (H, P)
     .Attr("cell_clip: float = 0.0")
     .Attr("proj_clip: float = 0.0")
+    .Attr("forget_bias: float = 0.0")
     .Attr("reverse: bool = false")
     .Attr("bf16_matmuls: bool = false")
+    // x is x @ W_x + bias (+ forget bias), (B, T, 4H), computed by the
+    // caller; kernel is W_h, (P, 4H); bias and forget_bias are unused.
+    .Attr("input_gates_given: bool = false")
     .Output("h_seq: float")    // (B, T, P): state h after each step
     .Output("c_seq: float")    // (B, T, H): state c after each step
     .Output("gates: float")    // (B, T, 4H): i, j, f, o after activation
@@ -371,16 +395,18 @@ REGISTER_OP("ElmoLstmpSequence")
     .Output("h_last: float")   // (B, P): state after the last step read
     .Output("c_last: float")   // (B, H)   (h0, c0 when T = 0)
     .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle gates_in, w_p;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &gates_in));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 2, &w_p));
-      DimensionHandle batch = c->Dim(gates_in, 0);
-      DimensionHandle steps = c->Dim(gates_in, 1);
-      DimensionHandle cell = c->Dim(w_p, 0);
-      DimensionHandle proj = c->Dim(w_p, 1);
+      ShapeHandle x, projection;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &x));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(6), 2, &projection));
+      DimensionHandle batch = c->Dim(x, 0);
+      DimensionHandle steps = c->Dim(x, 1);
+      DimensionHandle cell = c->Dim(projection, 0);
+      DimensionHandle proj = c->Dim(projection, 1);
+      DimensionHandle gates;
+      TF_RETURN_IF_ERROR(c->Multiply(cell, 4, &gates));
       c->set_output(0, c->MakeShape({batch, steps, proj}));
       c->set_output(1, c->MakeShape({batch, steps, cell}));
-      c->set_output(2, c->MakeShape({batch, steps, c->Dim(gates_in, 2)}));
+      c->set_output(2, c->MakeShape({batch, steps, gates}));
       c->set_output(3, c->MakeShape({batch, steps, cell}));
       c->set_output(4, c->MakeShape({batch, steps, proj}));
       c->set_output(5, c->MakeShape({batch, proj}));
@@ -393,20 +419,28 @@ class ElmoLstmpSequenceOp : public OpKernel {
   explicit ElmoLstmpSequenceOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("cell_clip", &cell_clip_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("proj_clip", &proj_clip_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("forget_bias", &forget_bias_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("reverse", &reverse_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("bf16_matmuls", &bf16_matmuls_));
+    OP_REQUIRES_OK(ctx,
+                   ctx->GetAttr("input_gates_given", &input_gates_given_));
   }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& gates_in = ctx->input(0);
+    const Tensor& x = ctx->input(0);
     const Tensor& keep = ctx->input(1);
     const Tensor& h0 = ctx->input(2);
     const Tensor& c0 = ctx->input(3);
-    const Tensor& w_h = ctx->input(4);
-    const Tensor& w_p = ctx->input(5);
+    const Tensor& kernel = ctx->input(4);
+    const Tensor& bias = ctx->input(5);
+    const Tensor& projection = ctx->input(6);
     Dims d;
-    OP_REQUIRES_OK(ctx, CheckShapes(gates_in, keep, h0, c0, w_h, w_p, &d));
-    const int B = d.batch, T = d.steps, H = d.cell, P = d.proj;
+    OP_REQUIRES_OK(ctx, CheckShapes(x, keep, h0, c0, kernel, projection,
+                                    input_gates_given_, &d));
+    const int B = d.batch, T = d.steps, I = d.input, H = d.cell, P = d.proj;
+    OP_REQUIRES(ctx, bias.shape() == TensorShape({4 * H}),
+                InvalidArgument("bias must be (4 * cell) = (", 4 * H,
+                                "), got ", bias.shape().DebugString()));
     Tensor *h_seq, *c_seq, *gates, *c_pre, *h_pre;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T, P}), &h_seq));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({B, T, H}), &c_seq));
@@ -419,22 +453,47 @@ class ElmoLstmpSequenceOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(6, TensorShape({B, H}), &c_last));
 
     const float* keep_data = keep.flat<float>().data();
-    ConstMatrixMap w_h_m(w_h.flat<float>().data(), P, 4 * H);
-    ConstMatrixMap w_p_m(w_p.flat<float>().data(), H, P);
+    const float* kernel_data = kernel.flat<float>().data();
+    ConstMatrixMap w_x_m(kernel_data, I, 4 * H);
+    ConstMatrixMap w_h_m(kernel_data + static_cast<int64_t>(I) * 4 * H, P,
+                         4 * H);
+    ConstMatrixMap w_p_m(projection.flat<float>().data(), H, P);
+    const int64_t rows = static_cast<int64_t>(B) * T;
+    // The pre-activations of every step, filled step by step with h's part.
+    MatrixMap z_all(gates->flat<float>().data(), rows, 4 * H);
+    // The bias, with the forget bias added to the f block: (1, 4H).
+    Eigen::RowVectorXf gate_bias =
+        Eigen::Map<const Eigen::RowVectorXf>(bias.flat<float>().data(), 4 * H);
+    gate_bias.segment(2 * H, H).array() += forget_bias_;
+
     Matrix m(B, H);  // o * tanh(c) of the step: (B, H)
-    // bfloat16 on AMX: the weights packed once; per step h_prev (B, P) and
-    // m (B, H) rounded into a_h, a_m.
-    const bool use_amx = amx::Usable(bf16_matmuls_, B, H, P) && T > 0;
-    std::unique_ptr<amx::bf16[]> w_h_packed, w_p_packed, a_h, a_m;
+    // bfloat16 on AMX: the weights packed once; x (B * T, I) rounded once,
+    // h_prev (B, P) and m (B, H) per step into a_h, a_m.
+    const bool use_amx = amx::Usable(bf16_matmuls_, B, I, H, P) && T > 0;
+    std::unique_ptr<amx::bf16[]> w_x_packed, w_h_packed, w_p_packed, a_h, a_m;
     if (use_amx) {
+      w_x_packed = amx::Buffer(static_cast<int64_t>(I) * 4 * H);
+      amx::PackRows(kernel_data, 4 * H, I, 4 * H, I, w_x_packed.get());
       w_h_packed = amx::Buffer(static_cast<int64_t>(P) * 4 * H);
-      amx::PackRows(w_h.flat<float>().data(), 4 * H, P, 4 * H, P,
-                    w_h_packed.get());
+      amx::PackRows(w_h_m.data(), 4 * H, P, 4 * H, P, w_h_packed.get());
       w_p_packed = amx::Buffer(static_cast<int64_t>(H) * P);
-      amx::PackRows(w_p.flat<float>().data(), P, H, P, H, w_p_packed.get());
+      amx::PackRows(w_p_m.data(), P, H, P, H, w_p_packed.get());
       a_h = amx::Buffer(static_cast<int64_t>(B) * P);
       a_m = amx::Buffer(static_cast<int64_t>(B) * H);
       amx::ConfigureTiles();
+    }
+    // The input part of every step: x @ W_x + bias in one matmul.
+    if (input_gates_given_) {
+      z_all = ConstMatrixMap(x.flat<float>().data(), rows, 4 * H);
+    } else if (use_amx) {
+      auto a_x = amx::Buffer(rows * I);
+      amx::ConvertRows(x.flat<float>().data(), I, rows, I, a_x.get(), I);
+      z_all.rowwise() = gate_bias;
+      amx::Gemm(rows, 4 * H, I, a_x.get(), I, w_x_packed.get(), z_all.data(),
+                4 * H, /*accumulate=*/true);
+    } else if (rows > 0) {
+      z_all.noalias() = ConstMatrixMap(x.flat<float>().data(), rows, I) * w_x_m;
+      z_all.rowwise() += gate_bias;
     }
     const float* h_prev_base = h0.flat<float>().data();
     const float* c_prev_base = c0.flat<float>().data();
@@ -444,7 +503,6 @@ class ElmoLstmpSequenceOp : public OpKernel {
       ConstStepMap h_prev(h_prev_base, B, P, Stride(prev_stride_h));
       ConstStepMap c_prev(c_prev_base, B, H, Stride(prev_stride_c));
       StepMap z = Step(gates->flat<float>().data(), t, B, T, 4 * H);
-      z.noalias() = Step(gates_in.flat<float>().data(), t, B, T, 4 * H);
       if (use_amx) {
         amx::ConvertRows(h_prev_base, prev_stride_h, B, P, a_h.get(), P);
         amx::Gemm(B, 4 * H, P, a_h.get(), P, w_h_packed.get(), z.data(),
@@ -495,43 +553,49 @@ class ElmoLstmpSequenceOp : public OpKernel {
   }
 
  private:
-  float cell_clip_, proj_clip_;
-  bool reverse_, bf16_matmuls_;
+  float cell_clip_, proj_clip_, forget_bias_;
+  bool reverse_, bf16_matmuls_, input_gates_given_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("ElmoLstmpSequence").Device(DEVICE_CPU),
                         ElmoLstmpSequenceOp);
 
 REGISTER_OP("ElmoLstmpSequenceGrad")
-    .Input("keep: float")       // (B, T)
-    .Input("h0: float")         // (B, P)
-    .Input("c0: float")         // (B, H)
-    .Input("w_h: float")        // (P, 4H)
-    .Input("w_p: float")        // (H, P)
-    .Input("h_seq: float")      // (B, T, P)  forward outputs
-    .Input("c_seq: float")      // (B, T, H)
-    .Input("gates: float")      // (B, T, 4H)
-    .Input("c_pre: float")      // (B, T, H)
-    .Input("h_pre: float")      // (B, T, P)
-    .Input("d_h_seq: float")    // (B, T, P)  gradients of h_seq, c_seq
-    .Input("d_c_seq: float")    // (B, T, H)
-    .Input("d_h_last: float")   // (B, P)  gradients of h_last, c_last
-    .Input("d_c_last: float")   // (B, H)
+    .Input("x: float")           // (B, T, I)
+    .Input("keep: float")        // (B, T)
+    .Input("h0: float")          // (B, P)
+    .Input("c0: float")          // (B, H)
+    .Input("kernel: float")      // (I + P, 4H)
+    .Input("projection: float")  // (H, P)
+    .Input("h_seq: float")       // (B, T, P)  forward outputs
+    .Input("c_seq: float")       // (B, T, H)
+    .Input("gates: float")       // (B, T, 4H)
+    .Input("c_pre: float")       // (B, T, H)
+    .Input("h_pre: float")       // (B, T, P)
+    .Input("d_h_seq: float")     // (B, T, P)  gradients of h_seq, c_seq
+    .Input("d_c_seq: float")     // (B, T, H)
+    .Input("d_h_last: float")    // (B, P)  gradients of h_last, c_last
+    .Input("d_c_last: float")    // (B, H)
     .Attr("cell_clip: float = 0.0")
     .Attr("proj_clip: float = 0.0")
     .Attr("reverse: bool = false")
     .Attr("bf16_matmuls: bool = false")
-    .Output("d_gates_in: float")  // (B, T, 4H)
-    .Output("d_h0: float")        // (B, P)
-    .Output("d_c0: float")        // (B, H)
-    .Output("d_w_h: float")       // (P, 4H)
-    .Output("d_w_p: float")       // (H, P)
+    .Attr("input_gates_given: bool = false")  // then d_x is d_gates_in
+    .Output("d_x: float")           // (B, T, I)
+    .Output("d_h0: float")          // (B, P)
+    .Output("d_c0: float")          // (B, H)
+    .Output("d_kernel: float")      // (I + P, 4H)
+    .Output("d_bias: float")        // (4H)
+    .Output("d_projection: float")  // (H, P)
     .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(7));
-      c->set_output(1, c->input(1));
-      c->set_output(2, c->input(2));
-      c->set_output(3, c->input(3));
-      c->set_output(4, c->input(4));
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->input(2));
+      c->set_output(2, c->input(3));
+      c->set_output(3, c->input(4));
+      ShapeHandle kernel;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 2, &kernel));
+      c->set_output(4, c->Vector(c->Dim(kernel, 1)));
+      c->set_output(5, c->input(5));
       return Status();
     });
 
@@ -542,26 +606,30 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("proj_clip", &proj_clip_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("reverse", &reverse_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("bf16_matmuls", &bf16_matmuls_));
+    OP_REQUIRES_OK(ctx,
+                   ctx->GetAttr("input_gates_given", &input_gates_given_));
   }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& keep = ctx->input(0);
-    const Tensor& h0 = ctx->input(1);
-    const Tensor& c0 = ctx->input(2);
-    const Tensor& w_h = ctx->input(3);
-    const Tensor& w_p = ctx->input(4);
-    const Tensor& h_seq = ctx->input(5);
-    const Tensor& c_seq = ctx->input(6);
-    const Tensor& gates = ctx->input(7);
-    const Tensor& c_pre = ctx->input(8);
-    const Tensor& h_pre = ctx->input(9);
-    const Tensor& d_h_seq = ctx->input(10);
-    const Tensor& d_c_seq = ctx->input(11);
-    const Tensor& d_h_last = ctx->input(12);
-    const Tensor& d_c_last = ctx->input(13);
+    const Tensor& x = ctx->input(0);
+    const Tensor& keep = ctx->input(1);
+    const Tensor& h0 = ctx->input(2);
+    const Tensor& c0 = ctx->input(3);
+    const Tensor& kernel = ctx->input(4);
+    const Tensor& projection = ctx->input(5);
+    const Tensor& h_seq = ctx->input(6);
+    const Tensor& c_seq = ctx->input(7);
+    const Tensor& gates = ctx->input(8);
+    const Tensor& c_pre = ctx->input(9);
+    const Tensor& h_pre = ctx->input(10);
+    const Tensor& d_h_seq = ctx->input(11);
+    const Tensor& d_c_seq = ctx->input(12);
+    const Tensor& d_h_last = ctx->input(13);
+    const Tensor& d_c_last = ctx->input(14);
     Dims d;
-    OP_REQUIRES_OK(ctx, CheckShapes(gates, keep, h0, c0, w_h, w_p, &d));
-    const int B = d.batch, T = d.steps, H = d.cell, P = d.proj;
+    OP_REQUIRES_OK(ctx, CheckShapes(x, keep, h0, c0, kernel, projection,
+                                    input_gates_given_, &d));
+    const int B = d.batch, T = d.steps, I = d.input, H = d.cell, P = d.proj;
     for (const Tensor* t : {&h_seq, &h_pre, &d_h_seq})
       OP_REQUIRES(ctx, t->shape() == TensorShape({B, T, P}),
                   InvalidArgument("expected (", B, ", ", T, ", ", P, "), got ",
@@ -570,66 +638,92 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
       OP_REQUIRES(ctx, t->shape() == TensorShape({B, T, H}),
                   InvalidArgument("expected (", B, ", ", T, ", ", H, "), got ",
                                   t->shape().DebugString()));
+    OP_REQUIRES(ctx, gates.shape() == TensorShape({B, T, 4 * H}),
+                InvalidArgument("gates must be (", B, ", ", T, ", ", 4 * H,
+                                "), got ", gates.shape().DebugString()));
     OP_REQUIRES(ctx, d_h_last.shape() == h0.shape() &&
                          d_c_last.shape() == c0.shape(),
                 InvalidArgument("d_h_last, d_c_last must be shaped as h0, c0"));
-    Tensor *d_gates_in, *d_h0, *d_c0, *d_w_h, *d_w_p;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, gates.shape(), &d_gates_in));
+    Tensor *d_x, *d_h0, *d_c0, *d_kernel, *d_bias, *d_projection;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &d_x));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, h0.shape(), &d_h0));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, c0.shape(), &d_c0));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, w_h.shape(), &d_w_h));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, w_p.shape(), &d_w_p));
-    MatrixMap dw_h(d_w_h->flat<float>().data(), P, 4 * H);
-    MatrixMap dw_p(d_w_p->flat<float>().data(), H, P);
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, kernel.shape(), &d_kernel));
+    OP_REQUIRES_OK(ctx,
+                   ctx->allocate_output(4, TensorShape({4 * H}), &d_bias));
+    OP_REQUIRES_OK(ctx,
+                   ctx->allocate_output(5, projection.shape(), &d_projection));
+    float* d_kernel_data = d_kernel->flat<float>().data();
+    MatrixMap dw_x(d_kernel_data, I, 4 * H);
+    MatrixMap dw_h(d_kernel_data + static_cast<int64_t>(I) * 4 * H, P, 4 * H);
+    MatrixMap dw_p(d_projection->flat<float>().data(), H, P);
+    Eigen::Map<Eigen::RowVectorXf> d_bias_v(d_bias->flat<float>().data(),
+                                            4 * H);
     MatrixMap dh_carry(d_h0->flat<float>().data(), B, P);  // ends as d_h0
     MatrixMap dc_carry(d_c0->flat<float>().data(), B, H);  // ends as d_c0
     // The final state's gradient enters at the last step read.
     dh_carry = ConstMatrixMap(d_h_last.flat<float>().data(), B, P);
     dc_carry = ConstMatrixMap(d_c_last.flat<float>().data(), B, H);
     if (B == 0 || T == 0) {
-      d_gates_in->flat<float>().setZero();
-      dw_h.setZero();
+      d_x->flat<float>().setZero();
+      d_kernel->flat<float>().setZero();
+      d_bias_v.setZero();
       dw_p.setZero();
       return;
     }
 
     const float* keep_data = keep.flat<float>().data();
-    ConstMatrixMap w_h_m(w_h.flat<float>().data(), P, 4 * H);
-    ConstMatrixMap w_p_m(w_p.flat<float>().data(), H, P);
+    const float* kernel_data = kernel.flat<float>().data();
+    ConstMatrixMap w_x_m(kernel_data, I, 4 * H);
+    ConstMatrixMap w_h_m(kernel_data + static_cast<int64_t>(I) * 4 * H, P,
+                         4 * H);
+    ConstMatrixMap w_p_m(projection.flat<float>().data(), H, P);
     Matrix dh(B, P), dc(B, H), tanh_c(B, H), dm(B, H), dc_pre(B, H);
     // Per step into these (B, T, D) buffers, then each weight gradient is
     // one matmul over all B * T rows (a sum over steps of (B x D) products
-    // would be T small matmuls): m = o * tanh(c) and the gradient of h_pre.
-    Tensor m_all_t, dh_pre_all_t;
+    // would be T small matmuls): dz, the gradient of the pre-activations;
+    // m = o * tanh(c); and the gradient of h_pre.
+    // With input_gates_given, dz is the op's d_x output itself.
+    Tensor dz_all_t, m_all_t, dh_pre_all_t;
+    if (!input_gates_given_) {
+      OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
+                                             TensorShape({B, T, 4 * H}),
+                                             &dz_all_t));
+    }
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
                                            TensorShape({B, T, H}), &m_all_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(
                             tensorflow::DT_FLOAT, TensorShape({B, T, P}),
                             &dh_pre_all_t));
+    float* dz_all = input_gates_given_ ? d_x->flat<float>().data()
+                                       : dz_all_t.flat<float>().data();
     float* m_all = m_all_t.flat<float>().data();
     float* dh_pre_all = dh_pre_all_t.flat<float>().data();
+    const int64_t rows = static_cast<int64_t>(B) * T;  // a multiple of 32
     // bfloat16 on AMX: the weights' transposes packed once; per step
     // dh_pre (B, P) and dz (B, 4H) rounded into a_dh_pre, a_dz. The weight
     // gradients' operands are gathered step by step while they are in
     // cache, their B * T rows ordered step major (row t * B + b; any order
     // does for a sum over rows, and this one makes each step's rows whole
-    // bfloat16 pairs): h_prev^T and dh_pre^T (P x B * T) as A, and m
-    // (B * T x H) and dz (B * T x 4H) packed as B. On AMX,
-    // d_w_p^T = dh_pre^T m (P x H) is computed, so that only the narrow
-    // operands are transposed.
-    const bool use_amx = amx::Usable(bf16_matmuls_, B, H, P);
-    const int64_t rows = static_cast<int64_t>(B) * T;  // a multiple of 32
-    std::unique_ptr<amx::bf16[]> w_p_t_packed, w_h_t_packed, a_dh_pre, a_dz,
-        h_prev_t, dh_pre_t, m_packed, dz_packed;
+    // bfloat16 pairs): x^T, h_prev^T and dh_pre^T (I or P x B * T) as A,
+    // and m (B * T x H) and dz (B * T x 4H) packed as B. On AMX,
+    // d_projection^T = dh_pre^T m (P x H) is computed, so that only the
+    // narrow operands are transposed.
+    const bool use_amx = amx::Usable(bf16_matmuls_, B, I, H, P);
+    std::unique_ptr<amx::bf16[]> w_p_t_packed, w_h_t_packed, w_x_t_packed,
+        a_dh_pre, a_dz, x_t, h_prev_t, dh_pre_t, m_packed, dz_packed;
     if (use_amx) {
       w_p_t_packed = amx::Buffer(static_cast<int64_t>(P) * H);
-      amx::PackTransposed(w_p.flat<float>().data(), P, H, P, P,
-                          w_p_t_packed.get());
+      amx::PackTransposed(w_p_m.data(), P, H, P, P, w_p_t_packed.get());
       w_h_t_packed = amx::Buffer(static_cast<int64_t>(4) * H * P);
-      amx::PackTransposed(w_h.flat<float>().data(), 4 * H, P, 4 * H, 4 * H,
+      amx::PackTransposed(w_h_m.data(), 4 * H, P, 4 * H, 4 * H,
                           w_h_t_packed.get());
+      w_x_t_packed = amx::Buffer(static_cast<int64_t>(4) * H * I);
+      amx::PackTransposed(w_x_m.data(), 4 * H, I, 4 * H, 4 * H,
+                          w_x_t_packed.get());
       a_dh_pre = amx::Buffer(static_cast<int64_t>(B) * P);
       a_dz = amx::Buffer(static_cast<int64_t>(B) * 4 * H);
+      x_t = amx::Buffer(I * rows);
       h_prev_t = amx::Buffer(P * rows);
       dh_pre_t = amx::Buffer(P * rows);
       m_packed = amx::Buffer(rows * H);
@@ -651,7 +745,7 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
       ConstStepMap cp = Step(c_pre.flat<float>().data(), t, B, T, H);
       ConstStepMap hp = Step(h_pre.flat<float>().data(), t, B, T, P);
       ConstStepMap c_out = Step(c_seq.flat<float>().data(), t, B, T, H);
-      StepMap dz = Step(d_gates_in->flat<float>().data(), t, B, T, 4 * H);
+      StepMap dz = Step(dz_all, t, B, T, 4 * H);
 
       dh = Step(d_h_seq.flat<float>().data(), t, B, T, P) + dh_carry;
       dc = Step(d_c_seq.flat<float>().data(), t, B, T, H) + dc_carry;
@@ -696,8 +790,16 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
                          4 * H, a_dz.get(), 4 * H);
         amx::Gemm(B, P, 4 * H, a_dz.get(), 4 * H, w_h_t_packed.get(),
                   dh_carry.data(), P, /*accumulate=*/false);
+        // The input's gradient of this step: dz @ W_x^T.
+        amx::Gemm(B, I, 4 * H, a_dz.get(), 4 * H, w_x_t_packed.get(),
+                  d_x->flat<float>().data() + static_cast<int64_t>(t) * I,
+                  static_cast<int64_t>(T) * I, /*accumulate=*/false);
         // This step's rows of the weight gradients' operands.
         const int64_t first_row = static_cast<int64_t>(t) * B;
+        amx::ConvertTransposed(x.flat<float>().data() +
+                                   static_cast<int64_t>(t) * I,
+                               static_cast<int64_t>(T) * I, B, I,
+                               x_t.get() + first_row, rows);
         amx::ConvertTransposed(h_prev.data(), h_prev.outerStride(), B, P,
                                h_prev_t.get() + first_row, rows);
         amx::ConvertTransposed(dh_pre.data(), dh_pre.outerStride(), B, P,
@@ -717,6 +819,12 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
         }
       }
     }
+    ConstMatrixMap dz_rows(dz_all, rows, 4 * H);
+    if (input_gates_given_) {
+      d_bias_v.setZero();  // The bias's gradient is the caller's.
+    } else {
+      d_bias_v = dz_rows.colwise().sum();
+    }
     if (use_amx) {
       Matrix dw_p_t(P, H);
       amx::Gemm(P, H, rows, dh_pre_t.get(), rows, m_packed.get(),
@@ -724,8 +832,18 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
       dw_p = dw_p_t.transpose();
       amx::Gemm(P, 4 * H, rows, h_prev_t.get(), rows, dz_packed.get(),
                 dw_h.data(), 4 * H, /*accumulate=*/false);
+      amx::Gemm(I, 4 * H, rows, x_t.get(), rows, dz_packed.get(),
+                dw_x.data(), 4 * H, /*accumulate=*/false);
       amx::ReleaseTiles();
       return;
+    }
+    // The input's gradient and W_x's, over all B * T rows at once.
+    if (!input_gates_given_) {
+      MatrixMap(d_x->flat<float>().data(), rows, I).noalias() =
+          dz_rows * w_x_m.transpose();
+      dw_x.noalias() =
+          ConstMatrixMap(x.flat<float>().data(), rows, I).transpose() *
+          dz_rows;
     }
     // d_w_p = sum over steps of m^T dh_pre: one (H x BT) (BT x P) matmul.
     dw_p.noalias() = ConstMatrixMap(m_all, rows, H).transpose() *
@@ -751,14 +869,12 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
                   h_prev_all + (static_cast<int64_t>(b) * T + t) * P);
       }
     }
-    dw_h.noalias() =
-        ConstMatrixMap(h_prev_all, rows, P).transpose() *
-        ConstMatrixMap(d_gates_in->flat<float>().data(), rows, 4 * H);
+    dw_h.noalias() = ConstMatrixMap(h_prev_all, rows, P).transpose() * dz_rows;
   }
 
  private:
   float cell_clip_, proj_clip_;
-  bool reverse_, bf16_matmuls_;
+  bool reverse_, bf16_matmuls_, input_gates_given_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("ElmoLstmpSequenceGrad").Device(DEVICE_CPU),
