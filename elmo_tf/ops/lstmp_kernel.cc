@@ -269,7 +269,11 @@ ELMO_TF_AMX_TARGET void ConfigureTiles() {
     config.rows[t] = 16;
     config.colsb[t] = 64;
   }
-  _tile_loadconfig(&config);
+  // Not g++ 12's _tile_loadconfig: its asm declares that it reads only a
+  // pointer's worth of the config, so the compiler may drop the stores to
+  // rows and colsb as dead (it did: ldtilecfg faulted on a half-written
+  // config). This operand is the whole 64-byte struct.
+  asm volatile("ldtilecfg %0" : : "m"(config));
 }
 
 ELMO_TF_AMX_TARGET void ReleaseTiles() { _tile_release(); }
