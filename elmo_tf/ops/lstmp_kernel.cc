@@ -109,11 +109,12 @@ inline float ClipPass(float x, float clip) {
 // ---- bfloat16 matmuls on AMX tiles ----------------------------------------
 //
 // C (M x N float32) (+)= A (M x K bfloat16) @ B (K x N bfloat16), with A
-// row major and B "packed": column blocks of 16, and in each block pairs of
-// consecutive rows interleaved (the VNNI layout TDPBF16PS reads), so that
-// one 16 x 32 tile of B is 1 KiB of contiguous memory:
+// row major (rows of K) and B "packed": column blocks of 16, and in each
+// block pairs of consecutive rows interleaved (the VNNI layout TDPBF16PS
+// reads), so that one 16 x 32 tile of B is 1 KiB of contiguous memory:
 //   packed[n / 16][k / 2][n % 16][k % 2] = B[k][n].
-// K is zero-padded to a multiple of 32 (one tile of A is 16 rows x 32).
+// M, N and K are multiples of 32 (Usable() checks batch, input, cell and
+// projection, so every operand here is), so nothing is padded.
 // The functions carry their own target attributes: the file is built with
 // -march=native, which lacks AMX on other CPUs, and they run only where
 // AmxAvailable() said yes.
@@ -158,22 +159,18 @@ inline std::unique_ptr<bf16[]> Buffer(int64_t n) {
   return std::unique_ptr<bf16[]>(new bf16[n]);
 }
 
-// dst (rows x ld) = src (rows x cols, row stride src_stride), zero-padded
-// from cols to ld.
+// dst (rows x cols, contiguous) = src (rows x cols, row stride
+// src_stride); cols % 32 == 0.
 ELMO_TF_BF16_TARGET void ConvertRows(const float* src, int64_t src_stride,
-                                     int rows, int cols, bf16* dst,
-                                     int64_t ld) {
+                                     int rows, int cols, bf16* dst) {
   for (int r = 0; r < rows; ++r) {
     const float* s = src + r * src_stride;
-    bf16* d = dst + r * ld;
-    int c = 0;
-    for (; c + 32 <= cols; c += 32) {
+    bf16* d = dst + static_cast<int64_t>(r) * cols;
+    for (int c = 0; c < cols; c += 32) {
       const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + c + 16),
                                              _mm512_loadu_ps(s + c));
       _mm512_storeu_si512(d + c, reinterpret_cast<const __m512i&>(v));
     }
-    for (; c < cols; ++c) d[c] = ToBf16(s[c]);
-    for (; c < ld; ++c) d[c] = 0;
   }
 }
 
@@ -188,29 +185,26 @@ void ConvertTransposed(const float* src, int64_t src_stride, int rows,
   }
 }
 
-// packed (k_pad) = B = src (k x n, row stride src_stride); n % 16 == 0.
+// packed = B = src (k x n, row stride src_stride); k even, n % 16 == 0.
 // With first_pair and total_pairs, src is rows 2 * first_pair ... of a B
 // of 2 * total_pairs rows (so that B can be packed a block at a time).
 ELMO_TF_BF16_TARGET void PackRows(const float* src, int64_t src_stride,
-                                  int k, int n, int64_t k_pad, bf16* packed,
+                                  int k, int n, bf16* packed,
                                   int64_t first_pair = 0,
                                   int64_t total_pairs = -1) {
-  if (total_pairs < 0) total_pairs = k_pad / 2;
+  const int64_t pairs = k / 2;
+  if (total_pairs < 0) total_pairs = pairs;
   // 16-bit lane 2i takes element i of row 2p, lane 2i + 1 element i of
   // row 2p + 1 (which cvtne2ps_pbh put in lane 16 + i).
   alignas(64) int16_t order[32];
   for (int l = 0; l < 32; ++l) order[l] = (l & 1) ? 16 + l / 2 : l / 2;
   const __m512i interleave = _mm512_load_si512(order);
-  const int64_t pairs = k_pad / 2;
   for (int64_t p = 0; p < pairs; ++p) {
-    const float* even = 2 * p < k ? src + 2 * p * src_stride : nullptr;
-    const float* odd = 2 * p + 1 < k ? src + (2 * p + 1) * src_stride : nullptr;
+    const float* even = src + 2 * p * src_stride;
+    const float* odd = even + src_stride;
     for (int nb = 0; nb < n / 16; ++nb) {
-      const __m512 lo = even ? _mm512_loadu_ps(even + nb * 16)
-                             : _mm512_setzero_ps();
-      const __m512 hi = odd ? _mm512_loadu_ps(odd + nb * 16)
-                            : _mm512_setzero_ps();
-      const __m512bh v = _mm512_cvtne2ps_pbh(hi, lo);
+      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(odd + nb * 16),
+                                             _mm512_loadu_ps(even + nb * 16));
       _mm512_storeu_si512(
           packed + (nb * total_pairs + first_pair + p) * 32,
           _mm512_permutexvar_epi16(interleave,
@@ -219,33 +213,26 @@ ELMO_TF_BF16_TARGET void PackRows(const float* src, int64_t src_stride,
   }
 }
 
-// packed (k_pad) = B = the transpose of src (n x k, row stride
-// src_stride); n % 16 == 0. For the weights' transposes in the gradient.
+// packed = B = the transpose of src (n x k, row stride src_stride);
+// n % 16 == 0, k % 32 == 0. For the weights' transposes in the gradient.
 ELMO_TF_BF16_TARGET void PackTransposed(const float* src, int64_t src_stride,
-                                        int n, int k, int64_t k_pad,
-                                        bf16* packed) {
+                                        int n, int k, bf16* packed) {
   // 32 consecutive floats of a row of src, converted, are 16 (even, odd)
   // pairs in the 32-bit lanes, in order: lane i goes to pair p + i, whose
   // column-n slots are 16 words apart.
   const __m512i slot = _mm512_mullo_epi32(
       _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
       _mm512_set1_epi32(16));
-  const int64_t pairs = k_pad / 2;
+  const int64_t pairs = k / 2;
   uint32_t* words = reinterpret_cast<uint32_t*>(packed);
   for (int c = 0; c < n; ++c) {
     const float* s = src + c * src_stride;
     uint32_t* column = words + (c / 16) * pairs * 16 + c % 16;
-    int64_t i = 0;
-    for (; i + 32 <= k; i += 32) {
+    for (int64_t i = 0; i < k; i += 32) {
       const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + i + 16),
                                              _mm512_loadu_ps(s + i));
       _mm512_i32scatter_epi32(column + (i / 2) * 16, slot,
                               reinterpret_cast<const __m512i&>(v), 4);
-    }
-    for (; i < k_pad; i += 2) {
-      const uint32_t even = i < k ? ToBf16(s[i]) : 0;
-      const uint32_t odd = i + 1 < k ? ToBf16(s[i + 1]) : 0;
-      column[(i / 2) * 16] = even | (odd << 16);
     }
   }
 }
@@ -278,14 +265,14 @@ ELMO_TF_AMX_TARGET void ConfigureTiles() {
 
 ELMO_TF_AMX_TARGET void ReleaseTiles() { _tile_release(); }
 
-// C (m x n, row stride ldc) = (C +) A (m x k_pad, row stride lda) @ packed
-// B. m, n, k_pad multiples of 32. Blocks of 32 x 32 of C (four tiles),
-// columns outer so that a block column of B stays in cache across rows.
-ELMO_TF_AMX_TARGET void Gemm(int m, int n, int64_t k_pad, const bf16* a,
-                             int64_t lda, const bf16* packed, float* c,
-                             int64_t ldc, bool accumulate) {
-  const int64_t pairs = k_pad / 2;
-  const int64_t c_bytes = ldc * 4, a_bytes = lda * 2;
+// C (m x n, row stride ldc) = (C +) A (m x k, contiguous) @ packed B.
+// m, n, k multiples of 32. Blocks of 32 x 32 of C (four tiles), columns
+// outer so that a block column of B stays in cache across rows.
+ELMO_TF_AMX_TARGET void Gemm(int m, int n, int64_t k, const bf16* a,
+                             const bf16* packed, float* c, int64_t ldc,
+                             bool accumulate) {
+  const int64_t pairs = k / 2;
+  const int64_t c_bytes = ldc * 4, a_bytes = k * 2;
   for (int j = 0; j < n; j += 32) {
     const bf16* b0 = packed + (j / 16) * pairs * 32;
     const bf16* b1 = b0 + pairs * 32;
@@ -303,9 +290,9 @@ ELMO_TF_AMX_TARGET void Gemm(int m, int n, int64_t k_pad, const bf16* a,
         _tile_zero(2);
         _tile_zero(3);
       }
-      const bf16* a0 = a + i * lda;
-      const bf16* a1 = a0 + 16 * lda;
-      for (int64_t kk = 0; kk < k_pad; kk += 32) {
+      const bf16* a0 = a + i * k;
+      const bf16* a1 = a0 + 16 * k;
+      for (int64_t kk = 0; kk < k; kk += 32) {
         _tile_loadd(4, a0 + kk, a_bytes);
         _tile_loadd(5, a1 + kk, a_bytes);
         _tile_loadd(6, b0 + kk * 16, 64);  // pairs kk/2 .. kk/2 + 15
@@ -477,11 +464,11 @@ class ElmoLstmpSequenceOp : public OpKernel {
     std::unique_ptr<amx::bf16[]> w_x_packed, w_h_packed, w_p_packed, a_h, a_m;
     if (use_amx) {
       w_x_packed = amx::Buffer(static_cast<int64_t>(I) * 4 * H);
-      amx::PackRows(kernel_data, 4 * H, I, 4 * H, I, w_x_packed.get());
+      amx::PackRows(kernel_data, 4 * H, I, 4 * H, w_x_packed.get());
       w_h_packed = amx::Buffer(static_cast<int64_t>(P) * 4 * H);
-      amx::PackRows(w_h_m.data(), 4 * H, P, 4 * H, P, w_h_packed.get());
+      amx::PackRows(w_h_m.data(), 4 * H, P, 4 * H, w_h_packed.get());
       w_p_packed = amx::Buffer(static_cast<int64_t>(H) * P);
-      amx::PackRows(w_p_m.data(), P, H, P, H, w_p_packed.get());
+      amx::PackRows(w_p_m.data(), P, H, P, w_p_packed.get());
       a_h = amx::Buffer(static_cast<int64_t>(B) * P);
       a_m = amx::Buffer(static_cast<int64_t>(B) * H);
       amx::ConfigureTiles();
@@ -491,9 +478,9 @@ class ElmoLstmpSequenceOp : public OpKernel {
       z_all = ConstMatrixMap(x.flat<float>().data(), rows, 4 * H);
     } else if (use_amx) {
       auto a_x = amx::Buffer(rows * I);
-      amx::ConvertRows(x.flat<float>().data(), I, rows, I, a_x.get(), I);
+      amx::ConvertRows(x.flat<float>().data(), I, rows, I, a_x.get());
       z_all.rowwise() = gate_bias;
-      amx::Gemm(rows, 4 * H, I, a_x.get(), I, w_x_packed.get(), z_all.data(),
+      amx::Gemm(rows, 4 * H, I, a_x.get(), w_x_packed.get(), z_all.data(),
                 4 * H, /*accumulate=*/true);
     } else if (rows > 0) {
       z_all.noalias() = ConstMatrixMap(x.flat<float>().data(), rows, I) * w_x_m;
@@ -508,8 +495,8 @@ class ElmoLstmpSequenceOp : public OpKernel {
       ConstStepMap c_prev(c_prev_base, B, H, Stride(prev_stride_c));
       StepMap z = Step(gates->flat<float>().data(), t, B, T, 4 * H);
       if (use_amx) {
-        amx::ConvertRows(h_prev_base, prev_stride_h, B, P, a_h.get(), P);
-        amx::Gemm(B, 4 * H, P, a_h.get(), P, w_h_packed.get(), z.data(),
+        amx::ConvertRows(h_prev_base, prev_stride_h, B, P, a_h.get());
+        amx::Gemm(B, 4 * H, P, a_h.get(), w_h_packed.get(), z.data(),
                   static_cast<int64_t>(T) * 4 * H, /*accumulate=*/true);
       } else {
         z.noalias() += h_prev * w_h_m;
@@ -530,8 +517,8 @@ class ElmoLstmpSequenceOp : public OpKernel {
       m = z.rightCols(H).cwiseProduct(
           Matrix(c_out.array().tanh().matrix()));
       if (use_amx) {
-        amx::ConvertRows(m.data(), H, B, H, a_m.get(), H);
-        amx::Gemm(B, P, H, a_m.get(), H, w_p_packed.get(), hp.data(),
+        amx::ConvertRows(m.data(), H, B, H, a_m.get());
+        amx::Gemm(B, P, H, a_m.get(), w_p_packed.get(), hp.data(),
                   static_cast<int64_t>(T) * P, /*accumulate=*/false);
       } else {
         hp.noalias() = m * w_p_m;
@@ -718,13 +705,11 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
         a_dh_pre, a_dz, x_t, h_prev_t, dh_pre_t, m_packed, dz_packed;
     if (use_amx) {
       w_p_t_packed = amx::Buffer(static_cast<int64_t>(P) * H);
-      amx::PackTransposed(w_p_m.data(), P, H, P, P, w_p_t_packed.get());
+      amx::PackTransposed(w_p_m.data(), P, H, P, w_p_t_packed.get());
       w_h_t_packed = amx::Buffer(static_cast<int64_t>(4) * H * P);
-      amx::PackTransposed(w_h_m.data(), 4 * H, P, 4 * H, 4 * H,
-                          w_h_t_packed.get());
+      amx::PackTransposed(w_h_m.data(), 4 * H, P, 4 * H, w_h_t_packed.get());
       w_x_t_packed = amx::Buffer(static_cast<int64_t>(4) * H * I);
-      amx::PackTransposed(w_x_m.data(), 4 * H, I, 4 * H, 4 * H,
-                          w_x_t_packed.get());
+      amx::PackTransposed(w_x_m.data(), 4 * H, I, 4 * H, w_x_t_packed.get());
       a_dh_pre = amx::Buffer(static_cast<int64_t>(B) * P);
       a_dz = amx::Buffer(static_cast<int64_t>(B) * 4 * H);
       x_t = amx::Buffer(I * rows);
@@ -766,9 +751,9 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
       m = g.rightCols(H).cwiseProduct(tanh_c);
       if (use_amx) {
         amx::ConvertRows(dh_pre.data(), static_cast<int64_t>(T) * P, B, P,
-                         a_dh_pre.get(), P);
-        amx::Gemm(B, H, P, a_dh_pre.get(), P, w_p_t_packed.get(), dm.data(),
-                  H, /*accumulate=*/false);
+                         a_dh_pre.get());
+        amx::Gemm(B, H, P, a_dh_pre.get(), w_p_t_packed.get(), dm.data(), H,
+                  /*accumulate=*/false);
       } else {
         dm.noalias() = dh_pre * w_p_m.transpose();
       }
@@ -791,11 +776,11 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
       // dc_pre = 0) pass the gradient of the carried state on as it is.
       if (use_amx) {
         amx::ConvertRows(dz.data(), static_cast<int64_t>(T) * 4 * H, B,
-                         4 * H, a_dz.get(), 4 * H);
-        amx::Gemm(B, P, 4 * H, a_dz.get(), 4 * H, w_h_t_packed.get(),
+                         4 * H, a_dz.get());
+        amx::Gemm(B, P, 4 * H, a_dz.get(), w_h_t_packed.get(),
                   dh_carry.data(), P, /*accumulate=*/false);
         // The input's gradient of this step: dz @ W_x^T.
-        amx::Gemm(B, I, 4 * H, a_dz.get(), 4 * H, w_x_t_packed.get(),
+        amx::Gemm(B, I, 4 * H, a_dz.get(), w_x_t_packed.get(),
                   d_x->flat<float>().data() + static_cast<int64_t>(t) * I,
                   static_cast<int64_t>(T) * I, /*accumulate=*/false);
         // This step's rows of the weight gradients' operands.
@@ -808,10 +793,10 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
                                h_prev_t.get() + first_row, rows);
         amx::ConvertTransposed(dh_pre.data(), dh_pre.outerStride(), B, P,
                                dh_pre_t.get() + first_row, rows);
-        amx::PackRows(m.data(), m.outerStride(), B, H, B, m_packed.get(),
+        amx::PackRows(m.data(), m.outerStride(), B, H, m_packed.get(),
                       first_row / 2, rows / 2);
-        amx::PackRows(dz.data(), dz.outerStride(), B, 4 * H, B,
-                      dz_packed.get(), first_row / 2, rows / 2);
+        amx::PackRows(dz.data(), dz.outerStride(), B, 4 * H, dz_packed.get(),
+                      first_row / 2, rows / 2);
       } else {
         dh_carry.noalias() = dz * w_h_m.transpose();
       }
@@ -831,13 +816,13 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
     }
     if (use_amx) {
       Matrix dw_p_t(P, H);
-      amx::Gemm(P, H, rows, dh_pre_t.get(), rows, m_packed.get(),
-                dw_p_t.data(), H, /*accumulate=*/false);
+      amx::Gemm(P, H, rows, dh_pre_t.get(), m_packed.get(), dw_p_t.data(), H,
+                /*accumulate=*/false);
       dw_p = dw_p_t.transpose();
-      amx::Gemm(P, 4 * H, rows, h_prev_t.get(), rows, dz_packed.get(),
-                dw_h.data(), 4 * H, /*accumulate=*/false);
-      amx::Gemm(I, 4 * H, rows, x_t.get(), rows, dz_packed.get(),
-                dw_x.data(), 4 * H, /*accumulate=*/false);
+      amx::Gemm(P, 4 * H, rows, h_prev_t.get(), dz_packed.get(), dw_h.data(),
+                4 * H, /*accumulate=*/false);
+      amx::Gemm(I, 4 * H, rows, x_t.get(), dz_packed.get(), dw_x.data(),
+                4 * H, /*accumulate=*/false);
       amx::ReleaseTiles();
       return;
     }
