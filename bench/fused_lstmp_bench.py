@@ -7,8 +7,9 @@ For each batch x steps x cell x projection size, times one call of the
 forward op (`ElmoLstmpSequence`) and one of its gradient
 (`ElmoLstmpSequenceGrad`) on random inputs, median of --lstmp_calls calls
 after 5 warm-up calls, and the matmul rate that implies (the op runs on
-one core); where the CPU has AMX, also with `bf16_matmuls` (the
-mixed_bfloat16 path: bfloat16 operands on AMX tiles). Writes
+one core). float32 runs as float32 training calls it (the input gates
+given); where the CPU has AMX, also the mixed_bfloat16 path (bfloat16
+operands on AMX tiles, the input matmul in the op). Writes
 bench/results/fused_lstmp.json.
 """
 
@@ -65,24 +66,33 @@ def measure(batch: int, steps: int, cell: int, proj: int, calls: int) -> dict:
   projection = const(cell, proj, scale=0.1)
   d_h_seq, d_c_seq = tf.ones((batch, steps, proj)), tf.zeros((batch, steps,
                                                                cell))
-  # Matmul flops: x @ W_x for all steps, and per step h @ W_h and m @ W_p;
-  # the gradient has twice as many (each matmul's two operands' gradients).
-  forward_flops = 2 * batch * steps * (2 * proj * 4 * cell + cell * proj)
+  # Matmul flops per step: h @ W_h and m @ W_p; the gradient has twice as
+  # many (each matmul's two operands' gradients).
+  recurrent_flops = 2 * batch * steps * (proj * 4 * cell + cell * proj)
+  input_flops = 2 * batch * steps * proj * 4 * cell  # x @ W_x
   row = {"batch": batch, "steps": steps, "cell": cell, "projection": proj}
-  precisions = [("", False)]
+  # Each precision's op as training calls it: float32 with the input gates
+  # computed by TensorFlow beforehand (not timed here), bfloat16 with the
+  # input matmul in the op.
+  paths = [("", dict(x=tf.einsum("bti,ig->btg", x, kernel[:proj]) + bias,
+                     kernel=kernel[proj:], input_gates_given=True,
+                     bf16_matmuls=False), recurrent_flops)]
   if fused_lstmp.amx_available():
-    precisions.append(("bf16_", True))
-  for prefix, bf16_matmuls in precisions:
-    attrs = dict(cell_clip=3.0, proj_clip=3.0, reverse=False,
-                 bf16_matmuls=bf16_matmuls)
-    outputs = ops.elmo_lstmp_sequence(x, keep, h0, c0, kernel, bias,
-                                      projection, forget_bias=1.0, **attrs)
+    paths.append(("bf16_", dict(x=x, kernel=kernel, forget_bias=1.0,
+                                bf16_matmuls=True),
+                  recurrent_flops + input_flops))
+  for prefix, args, forward_flops in paths:
+    attrs = {k: v for k, v in args.items() if k not in ("x", "kernel")}
+    attrs.update(cell_clip=3.0, proj_clip=3.0, reverse=False)
+    outputs = ops.elmo_lstmp_sequence(args["x"], keep, h0, c0, args["kernel"],
+                                      bias, projection, **attrs)
     forward_ms = _median_ms(lambda: ops.elmo_lstmp_sequence(  # pylint: disable=cell-var-from-loop
-        x, keep, h0, c0, kernel, bias, projection, forget_bias=1.0,
+        args["x"], keep, h0, c0, args["kernel"], bias, projection,
         **attrs)[0].numpy(), calls)
+    attrs.pop("forget_bias", None)  # Not an attr of the gradient.
     gradient_ms = _median_ms(lambda: ops.elmo_lstmp_sequence_grad(  # pylint: disable=cell-var-from-loop
-        x, keep, h0, c0, kernel, projection, *outputs[:5], d_h_seq, d_c_seq,
-        h0, c0, **attrs)[0].numpy(), calls)
+        args["x"], keep, h0, c0, args["kernel"], projection, *outputs[:5],
+        d_h_seq, d_c_seq, h0, c0, **attrs)[0].numpy(), calls)
     row.update({
         f"{prefix}forward_ms": round(forward_ms, 3),
         f"{prefix}gradient_ms": round(gradient_ms, 3),
