@@ -118,6 +118,11 @@ class CharCNNConfig(_JsonMixin):
   # convolve only the windows that start inside each token (and one after
   # it), not all 50 slots.
   trim_padding: bool = True
+  # Speed only: with trim_padding, the max over each token's windows and its
+  # gradient as one custom op each (elmo_tf/ops/window_max_kernel.cc) where
+  # it builds, instead of tf.math.segment_max and its seven-op gradient.
+  # Never part of an exported SavedModel.
+  window_max_kernel: bool = True
 
   @property
   def n_filters(self) -> int:

@@ -135,14 +135,23 @@ tokens_to_ragged = elmo_lib.tokens_to_ragged
 copy_weights = checkpoints_lib.copy_weights
 
 
+def without_custom_ops(
+    model_config: config_lib.ModelConfig) -> config_lib.ModelConfig:
+  """`model_config` with the custom training ops (elmo_tf.ops) off: how a
+  backbone runs, not what it is."""
+  return model_config.replace(
+      lstm=model_config.lstm.replace(fused_kernel=False),
+      char_cnn=model_config.char_cnn.replace(window_max_kernel=False))
+
+
 def inference_backbone(model_config: config_lib.ModelConfig,
                        dtype="float32") -> ElmoBackbone:
   """An `ElmoBackbone` of `model_config` on TensorFlow's own LSTM ops, never
-  the fused training kernel (`LSTMConfig.fused_kernel`): what SavedModels
-  hold, so that every inference path (a SavedModel, a --model_dir module,
-  `ElmoEmbedding`, an hdf5 import) gives the same numbers."""
-  model_config = model_config.replace(
-      lstm=model_config.lstm.replace(fused_kernel=False))
+  the fused training kernel (`LSTMConfig.fused_kernel`) nor the window max
+  op (`CharCNNConfig.window_max_kernel`): what SavedModels hold, so that
+  every inference path (a SavedModel, a --model_dir module, `ElmoEmbedding`,
+  an hdf5 import) gives the same numbers."""
+  model_config = without_custom_ops(model_config)
   return ElmoBackbone(model_config, name="backbone", dtype=dtype)
 
 
@@ -538,11 +547,13 @@ def save_module(config: config_lib.ExperimentConfig,
   `export_saved_model` for the other arguments.
   """
   mode = _resolve_tokenization(config, options)
-  # The saved graph must load anywhere: TensorFlow's own LSTM ops, never the
-  # fused kernel (a custom op library that loaders would not have). The
-  # config asset keeps the run's setting: a speed knob of its training.
+  # The saved graph must load anywhere: TensorFlow's own ops, never the
+  # custom ones (op libraries that loaders would not have). The config asset
+  # keeps the run's settings: speed knobs of its training.
   for lstm in backbone.forward_lstms + backbone.backward_lstms:
     lstm.fused_kernel = False
+  if backbone.char_encoder is not None:
+    backbone.char_encoder.window_max_kernel = False
   info = {
       "format_version": FORMAT_VERSION,
       "tokenization": mode,

@@ -639,9 +639,9 @@ def write_hdf5(backbone: ElmoBackbone, model_config: config_lib.ModelConfig,
     FormatError: for a model the format cannot describe, or an `out_dir`
       holding other files.
   """
-  # The fused kernel is how a backbone runs, not what it is.
-  without_kernel = lambda c: c.replace(lstm=c.lstm.replace(fused_kernel=False))
-  if without_kernel(model_config) != without_kernel(backbone.model_config):
+  # The custom ops are how a backbone runs, not what it is.
+  without_ops = export_lib.without_custom_ops
+  if without_ops(model_config) != without_ops(backbone.model_config):
     raise FormatError("model_config differs from the backbone's config.")
   if softmax is not None and vocab is None:
     raise FormatError("Writing the softmax needs the vocabulary (its rows).")

@@ -64,18 +64,22 @@ class CharacterEncoderTest(tf.test.TestCase):
                tf.constant(_char_ids([["x" * 60, "ab"], ["ab"]], 3))]
     for char_ids in batches:
       results = {}
-      for deduplicate in (True, False):
-        for trim_padding in (True, False):
-          keras.utils.set_random_seed(11)
-          encoder = CharacterEncoder(deduplicate=deduplicate,
-                                     trim_padding=trim_padding, **self.kwargs)
-          with tf.GradientTape() as tape:
-            out = encoder(char_ids)
-            loss = tf.reduce_sum(out ** 2)
-          grads = tape.gradient(loss, encoder.trainable_variables)
-          results[deduplicate, trim_padding] = (
-              out, [tf.convert_to_tensor(g) for g in grads])
-      naive_out, naive_grads = results[False, False]
+      # (window_max_kernel only acts with trim_padding.)
+      for deduplicate, trim_padding, window_max_kernel in (
+          (True, True, True), (True, True, False), (True, False, False),
+          (False, True, True), (False, True, False), (False, False, False)):
+        keras.utils.set_random_seed(11)
+        encoder = CharacterEncoder(deduplicate=deduplicate,
+                                   trim_padding=trim_padding,
+                                   window_max_kernel=window_max_kernel,
+                                   **self.kwargs)
+        with tf.GradientTape() as tape:
+          out = encoder(char_ids)
+          loss = tf.reduce_sum(out ** 2)
+        grads = tape.gradient(loss, encoder.trainable_variables)
+        results[deduplicate, trim_padding, window_max_kernel] = (
+            out, [tf.convert_to_tensor(g) for g in grads])
+      naive_out, naive_grads = results[False, False, False]
       for key, (out, grads) in results.items():
         self.assertAllClose(out, naive_out, atol=1e-6, msg=str(key))
         for g, g_naive in zip(grads, naive_grads):

@@ -53,28 +53,32 @@ if [ "$(cat "$EDITABLE_STAMP" 2>/dev/null)" != "$want" ] ||
   echo "$want" > "$EDITABLE_STAMP"
 fi
 
-# The fused LSTMP kernel (elmo_tf/ops/lstmp_kernel.cc), compiled once for
-# this machine's CPU and TensorFlow into ~/.cache/elmo_tf/ops, so that
-# training and tests find it ready (elmo_tf compiles it on first use
-# otherwise). A failure only costs speed: training falls back to
-# TensorFlow's ops.
-# Skipped (no TensorFlow start-up) when this source, these pins and this CPU
-# were built for already and a kernel is in the cache.
-KERNEL_STAMP="$VENV/.lstmp_kernel.sha256"
+# The custom ops (elmo_tf/ops/*_kernel.cc: the fused LSTMP recurrence, the
+# character CNN's window max), compiled once for this machine's CPU and
+# TensorFlow into ~/.cache/elmo_tf/ops, so that training and tests find them
+# ready (elmo_tf compiles them on first use otherwise). A failure only costs
+# speed: training falls back to TensorFlow's ops.
+# Skipped (no TensorFlow start-up) when these sources, these pins and this
+# CPU were built for already and both libraries are in the cache.
+KERNEL_STAMP="$VENV/.ops_kernels.sha256"
 OPS_CACHE=${ELMO_TF_OPS_CACHE:-$HOME/.cache/elmo_tf/ops}
-want=$(cat elmo_tf/ops/lstmp_kernel.cc elmo_tf/ops/fused_lstmp.py requirements.txt \
+want=$(cat elmo_tf/ops/*_kernel.cc elmo_tf/ops/kernel_library.py requirements.txt \
          <(grep -m1 "^model name" /proc/cpuinfo) <(grep -m1 "^flags" /proc/cpuinfo) |
        sha256sum | cut -d' ' -f1)
 if [ "$(cat "$KERNEL_STAMP" 2>/dev/null)" != "$want" ] ||
-   ! compgen -G "$OPS_CACHE/lstmp_kernel-*.so" >/dev/null; then
-  echo "setup: building the fused LSTMP kernel"
+   ! compgen -G "$OPS_CACHE/lstmp_kernel-*.so" >/dev/null ||
+   ! compgen -G "$OPS_CACHE/window_max_kernel-*.so" >/dev/null; then
+  echo "setup: building the custom ops (fused LSTMP, window max)"
   if TF_CPP_MIN_LOG_LEVEL=3 "$VENV/bin/python" - 2>/dev/null <<'PY'
 import sys
-from elmo_tf.ops import fused_lstmp
-if fused_lstmp.load() is None:
-    print("setup: the fused LSTMP kernel did not build (training uses "
-          "TensorFlow's ops):", fused_lstmp.failure())
-    sys.exit(1)
+from elmo_tf.ops import fused_lstmp, window_max
+failed = False
+for module in (fused_lstmp, window_max):
+    if module.load() is None:
+        print("setup: a custom op did not build (training uses TensorFlow's "
+              "ops instead):", module.failure())
+        failed = True
+sys.exit(1 if failed else 0)
 PY
   then
     echo "$want" > "$KERNEL_STAMP"

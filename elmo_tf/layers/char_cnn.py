@@ -65,7 +65,8 @@ class _MaxPooledConvolution(keras.layers.Layer):
         name="bias", shape=(self.n_filters,), initializer="zeros")
     self.built = True
 
-  def call(self, char_ids, embeddings, row_windows=None):
+  def call(self, char_ids, embeddings, row_windows=None,
+           window_max_kernel=False):
     """Max over windows of the convolution, per row.
 
     Args:
@@ -78,6 +79,8 @@ class _MaxPooledConvolution(keras.layers.Layer):
         every row at least once. Starts past the last window of a row
         (slots - width) are moved back to it: a repeated window leaves the
         max unchanged.
+      window_max_kernel: with row_windows, take the max with
+        `elmo_tf.ops.window_max` (loaded) instead of tf.math.segment_max.
 
     Returns:
       (n, n_filters).
@@ -99,8 +102,12 @@ class _MaxPooledConvolution(keras.layers.Layer):
                         (self.width * embedding_dim, self.n_filters))
     features = tf.matmul(windows, kernel)  # (w, n_filters)
     # (n, n_filters); `rows` is sorted and names every row.
-    return (tf.math.segment_max(features, rows) +
-            tf.cast(self.bias, embeddings.dtype))
+    if window_max_kernel:
+      from elmo_tf.ops import window_max  # pylint: disable=g-import-not-at-top
+      pooled = window_max.window_max(features, rows, tf.shape(char_ids)[0])
+    else:
+      pooled = tf.math.segment_max(features, rows)
+    return pooled + tf.cast(self.bias, embeddings.dtype)
 
   def _pool_all_windows(self, char_ids, embeddings):
     """`call` over all `slots - width + 1` windows of every row."""
@@ -173,6 +180,9 @@ class CharacterEncoder(keras.layers.Layer):
     deduplicate: encode each distinct token of a call only once.
     trim_padding: convolve only the windows that start inside each token
       (and one after it), not all `max_characters_per_token` slots.
+    window_max_kernel: with `trim_padding`, pool with the custom op
+      `elmo_tf.ops.window_max` (same outputs; a one-pass gradient) when it
+      loads. A speed knob for training; exports turn it off.
     Unset arguments (None) take their defaults from `CharCNNConfig`.
     **kwargs: standard `keras.layers.Layer` arguments.
 
@@ -195,6 +205,7 @@ class CharacterEncoder(keras.layers.Layer):
                activation=None,
                deduplicate=None,
                trim_padding=None,
+               window_max_kernel=None,
                **kwargs):
     super().__init__(**kwargs)
     defaults = config_lib.CharCNNConfig()
@@ -211,6 +222,8 @@ class CharacterEncoder(keras.layers.Layer):
     self.activation = keras.activations.get(self.activation_name)
     self.deduplicate = bool(pick(deduplicate, defaults.deduplicate))
     self.trim_padding = bool(pick(trim_padding, defaults.trim_padding))
+    self.window_max_kernel = bool(
+        pick(window_max_kernel, defaults.window_max_kernel))
     for width, _ in self.filters:
       if width > self.max_characters_per_token:
         raise ValueError(
@@ -272,12 +285,20 @@ class CharacterEncoder(keras.layers.Layer):
         self.char_embedding.embeddings,
         self.compute_dtype))  # (n_characters, embedding_dim)
     # Each: max over the slots of a valid convolution, (n, filters).
-    pooled = [conv(char_ids, embeddings=embeddings, row_windows=row_windows)
+    use_kernel = row_windows is not None and self._use_window_max_kernel()
+    pooled = [conv(char_ids, embeddings=embeddings, row_windows=row_windows,
+                   window_max_kernel=use_kernel)
               for conv in self.convolutions]
     x = self.activation(tf.concat(pooled, axis=-1))  # (n, n_filters)
     for highway in self.highways:
       x = highway(x)  # (n, n_filters)
     return self.projection(x)  # (n, projection_dim)
+
+  def _use_window_max_kernel(self) -> bool:
+    if not self.window_max_kernel:
+      return False
+    from elmo_tf.ops import window_max  # pylint: disable=g-import-not-at-top
+    return window_max.load() is not None
 
   def _trim_padding_slots(self, char_ids):
     """The windows that can change a row's max-pooled features.
@@ -395,6 +416,7 @@ class CharacterEncoder(keras.layers.Layer):
         "activation": self.activation_name,
         "deduplicate": self.deduplicate,
         "trim_padding": self.trim_padding,
+        "window_max_kernel": self.window_max_kernel,
     })
     return config
 
@@ -412,4 +434,5 @@ class CharacterEncoder(keras.layers.Layer):
         activation=cnn.activation,
         deduplicate=cnn.deduplicate,
         trim_padding=cnn.trim_padding,
+        window_max_kernel=cnn.window_max_kernel,
         **kwargs)

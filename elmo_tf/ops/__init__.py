@@ -1,1 +1,1 @@
-"""Custom TensorFlow ops (built on first use; see fused_lstmp.py)."""
+"""Custom TensorFlow ops, built on first use (see kernel_library.py)."""

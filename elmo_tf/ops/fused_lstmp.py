@@ -7,15 +7,12 @@ header for the math and why). `elmo_tf.layers.projected_lstm` uses it when
 `LSTMConfig.fused_kernel` is on, for training on CPU (float32, and under
 mixed_bfloat16 with bfloat16 matmuls on AMX where the CPU has it).
 
-The kernel is C++ compiled on first use with the compiler and the flags of
-the installed TensorFlow (`tf.sysconfig`), for this machine's CPU
-(`-march=native`), into a cache keyed by the source, the TensorFlow version,
-the compiler and the CPU (`$ELMO_TF_OPS_CACHE`, default
-~/.cache/elmo_tf/ops); `make setup` builds it once. When it cannot be built
-or loaded (no compiler, another platform), `load()` logs why and returns
-None, and callers use the plain TensorFlow ops: the same numbers, slower.
-The op is never part of an exported SavedModel (elmo_tf.export builds its
-backbone without it), so SavedModels load anywhere.
+The kernel is C++ compiled on first use for this machine's CPU
+(`elmo_tf.ops.kernel_library`); when it cannot be built or loaded, `load()`
+logs why and returns None, and callers use the plain TensorFlow ops: the same
+numbers, slower. The op is never part of an exported SavedModel
+(elmo_tf.export builds its backbone without it), so SavedModels load
+anywhere.
 
   from elmo_tf.ops import fused_lstmp
   if fused_lstmp.load() is not None:
@@ -24,112 +21,25 @@ backbone without it), so SavedModels load anywhere.
         proj_clip=3.0, forget_bias=1.0)
 """
 
-import fcntl
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import threading
 from typing import Optional
 
-from absl import logging
 import tensorflow as tf
 
-_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                       "lstmp_kernel.cc")
-_CXX = os.environ.get("CXX", "g++")
-# -mno-avx512fp16: TensorFlow 2.21's Eigen headers do not compile under g++
-# 12 with AVX512-FP16 on (Sapphire Rapids: PacketMathFP16.h, "expected
-# initializer before '<'"); the kernel has no half-precision code to lose.
-_FLAGS = ("-shared", "-fPIC", "-O3", "-DNDEBUG", "-march=native",
-          "-mno-avx512fp16",
-          "-Wno-deprecated-declarations")
+from elmo_tf.ops import kernel_library
 
-_lock = threading.Lock()
-_module = None
-_failure: Optional[str] = None
-
-
-def cache_dir() -> str:
-  return os.environ.get(
-      "ELMO_TF_OPS_CACHE",
-      os.path.join(os.path.expanduser("~"), ".cache", "elmo_tf", "ops"))
-
-
-def _cpu_signature() -> str:
-  """The CPU model and its instruction set flags (-march=native's input)."""
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      lines = [line for line in f
-               if line.startswith(("model name", "flags", "cpu family"))]
-    return "".join(sorted(set(lines)))
-  except OSError:
-    return platform.processor()
-
-
-def library_path() -> str:
-  """Where the kernel for this source, TensorFlow, compiler and CPU lives."""
-  compiler = shutil.which(_CXX) or _CXX
-  key = hashlib.sha256()
-  with open(_SOURCE, "rb") as f:
-    key.update(f.read())
-  for part in (tf.__version__, compiler, " ".join(_FLAGS),
-               " ".join(tf.sysconfig.get_compile_flags()),
-               " ".join(tf.sysconfig.get_link_flags()), _cpu_signature()):
-    key.update(part.encode())
-  return os.path.join(cache_dir(), f"lstmp_kernel-{key.hexdigest()[:16]}.so")
-
-
-def build(path: str) -> None:
-  """Compiles the kernel to `path` (atomically: a temporary file renamed)."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  command = [_CXX, *_FLAGS, *tf.sysconfig.get_compile_flags(), _SOURCE,
-             "-o", tmp, *tf.sysconfig.get_link_flags()]
-  logging.info("Compiling the fused LSTMP kernel: %s", " ".join(command))
-  try:
-    result = subprocess.run(command, capture_output=True, text=True,
-                            check=False)
-    if result.returncode != 0:
-      # The errors, not the tail: Eigen's warnings can fill the last 2 kB.
-      errors = [line for line in result.stderr.splitlines()
-                if " error: " in line or line.startswith("error")]
-      raise RuntimeError(f"{_CXX} failed ({result.returncode}): " + (
-          "\n".join(errors[:10]) if errors else result.stderr[-2000:]))
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+_LIBRARY = kernel_library.KernelLibrary("lstmp_kernel.cc",
+                                        "the fused LSTMP kernel")
 
 
 def load():
   """The loaded op module, building it first if needed; None (with the
   reason logged once) when it cannot be built or loaded."""
-  global _module, _failure
-  with _lock:
-    if _module is not None or _failure is not None:
-      return _module
-    try:
-      path = library_path()
-      if not os.path.exists(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        # One process builds; the others wait for it, then load.
-        with open(path + ".lock", "w") as lock_file:
-          fcntl.flock(lock_file, fcntl.LOCK_EX)
-          if not os.path.exists(path):
-            build(path)
-      _module = tf.load_op_library(path)
-    except (OSError, RuntimeError, tf.errors.OpError) as e:
-      _failure = str(e)
-      logging.warning("The fused LSTMP kernel is not available, using "
-                      "TensorFlow ops instead (same numbers, slower): %s", e)
-    return _module
+  return _LIBRARY.load()
 
 
 def failure() -> Optional[str]:
   """Why `load()` returned None (None if it did not, or was not called)."""
-  return _failure
+  return _LIBRARY.failure()
 
 
 _amx_available: Optional[bool] = None
