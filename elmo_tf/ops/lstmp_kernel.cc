@@ -106,6 +106,63 @@ inline float ClipPass(float x, float clip) {
   return (clip <= 0 || std::fabs(x) <= clip) ? 1.0f : 0.0f;
 }
 
+// One batch row of a step's backward through the cell (H cells), from the
+// gates g = [i j f o] (after their activations), tanh(c), dm = the gradient
+// of m = o * tanh(c), dc = the cell state's incoming gradient (nullptr for
+// a padded row: its dc goes around the step), c_pre and c_prev: dz = the
+// gradient of the gates' pre-activations, dc_pre = the gradient passed to
+// c_prev. Plain pointers marked __restrict, so that the compiler vectorizes
+// the loop (through Eigen's strided maps it could not rule out aliasing
+// between the ten arrays and ran it scalar: most of the gradient op's time
+// under bfloat16 matmuls).
+template <bool kHasDc>
+inline void GateGradientsRowImpl(int H, float cell_clip,
+                             const float* __restrict g,
+                             const float* __restrict tanh_c,
+                             const float* __restrict dm,
+                             const float* __restrict dc,
+                             const float* __restrict c_pre,
+                             const float* __restrict c_prev,
+                             float* __restrict dz,
+                             float* __restrict dc_pre) {
+  const float* __restrict gi = g;
+  const float* __restrict gj = g + H;
+  const float* __restrict gf = g + 2 * H;
+  const float* __restrict go = g + 3 * H;
+  float* __restrict dzi = dz;
+  float* __restrict dzj = dz + H;
+  float* __restrict dzf = dz + 2 * H;
+  float* __restrict dzo = dz + 3 * H;
+  // Then every value passes. (A bitwise | below, not ||: a load of c_pre
+  // under a condition kept the loop scalar.)
+  const bool no_clip = cell_clip <= 0;
+  for (int k = 0; k < H; ++k) {
+    const float i = gi[k], j = gj[k], f = gf[k], o = go[k], tc = tanh_c[k];
+    const float dc_in = kHasDc ? dc[k] : 0.0f;
+    const float dc_new = dc_in + dm[k] * o * (1.0f - tc * tc);
+    const float dcp =
+        (no_clip | (std::fabs(c_pre[k]) <= cell_clip)) ? dc_new : 0.0f;
+    dzi[k] = dcp * j * i * (1.0f - i);
+    dzj[k] = dcp * i * (1.0f - j * j);
+    dzf[k] = dcp * c_prev[k] * f * (1.0f - f);
+    dzo[k] = dm[k] * tc * o * (1.0f - o);
+    dc_pre[k] = dcp * f;
+  }
+}
+
+inline void GateGradientsRow(int H, float cell_clip, const float* g,
+                             const float* tanh_c, const float* dm,
+                             const float* dc, const float* c_pre,
+                             const float* c_prev, float* dz, float* dc_pre) {
+  if (dc != nullptr) {
+    GateGradientsRowImpl<true>(H, cell_clip, g, tanh_c, dm, dc, c_pre, c_prev,
+                               dz, dc_pre);
+  } else {
+    GateGradientsRowImpl<false>(H, cell_clip, g, tanh_c, dm, dc, c_pre,
+                                c_prev, dz, dc_pre);
+  }
+}
+
 // ---- bfloat16 matmuls on AMX tiles ----------------------------------------
 //
 // C (M x N float32) (+)= A (M x K bfloat16) @ B (K x N bfloat16), with A
@@ -759,18 +816,9 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
       }
       for (int b = 0; b < B; ++b) {
         const bool kept = keep_data[b * T + t] != 0.0f;
-        for (int k = 0; k < H; ++k) {
-          const float i = g(b, k), j = g(b, H + k), f = g(b, 2 * H + k),
-                      o = g(b, 3 * H + k), tc = tanh_c(b, k);
-          const float dc_new =
-              (kept ? dc(b, k) : 0.0f) + dm(b, k) * o * (1.0f - tc * tc);
-          const float dcp = dc_new * ClipPass(cp(b, k), cell_clip_);
-          dz(b, k) = dcp * j * i * (1.0f - i);
-          dz(b, H + k) = dcp * i * (1.0f - j * j);
-          dz(b, 2 * H + k) = dcp * c_prev(b, k) * f * (1.0f - f);
-          dz(b, 3 * H + k) = dm(b, k) * tc * o * (1.0f - o);
-          dc_pre(b, k) = dcp * f;
-        }
+        GateGradientsRow(H, cell_clip_, &g(b, 0), &tanh_c(b, 0), &dm(b, 0),
+                         kept ? &dc(b, 0) : nullptr, &cp(b, 0),
+                         &c_prev(b, 0), &dz(b, 0), &dc_pre(b, 0));
       }
       // Kept rows: the gradient through the step. Padded rows (dz = 0,
       // dc_pre = 0) pass the gradient of the carried state on as it is.
