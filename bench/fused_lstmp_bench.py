@@ -7,9 +7,9 @@ For each batch x steps x cell x projection size, times one call of the
 forward op (`ElmoLstmpSequence`) and one of its gradient
 (`ElmoLstmpSequenceGrad`) on random inputs, median of --lstmp_calls calls
 after 5 warm-up calls, and the matmul rate that implies (the op runs on
-one core). float32 runs as float32 training calls it (the input gates
-given); where the CPU has AMX, also the mixed_bfloat16 path (bfloat16
-operands on AMX tiles, the input matmul in the op). Writes
+one core). Both precisions include the LSTM's input matmul, as training
+calls the op: float32, and where the CPU has AMX also the mixed_bfloat16
+path (bfloat16 operands on AMX tiles). Writes
 bench/results/fused_lstmp.json.
 """
 
@@ -71,12 +71,9 @@ def measure(batch: int, steps: int, cell: int, proj: int, calls: int) -> dict:
   recurrent_flops = 2 * batch * steps * (proj * 4 * cell + cell * proj)
   input_flops = 2 * batch * steps * proj * 4 * cell  # x @ W_x
   row = {"batch": batch, "steps": steps, "cell": cell, "projection": proj}
-  # Each precision's op as training calls it: float32 with the input gates
-  # computed by TensorFlow beforehand (not timed here), bfloat16 with the
-  # input matmul in the op.
-  paths = [("", dict(x=tf.einsum("bti,ig->btg", x, kernel[:proj]) + bias,
-                     kernel=kernel[proj:], input_gates_given=True,
-                     bf16_matmuls=False), recurrent_flops)]
+  # Both precisions as training calls them: the input matmul in the op.
+  paths = [("", dict(x=x, kernel=kernel, forget_bias=1.0,
+                     bf16_matmuls=False), recurrent_flops + input_flops)]
   if fused_lstmp.amx_available():
     paths.append(("bf16_", dict(x=x, kernel=kernel, forget_bias=1.0,
                                 bf16_matmuls=True),

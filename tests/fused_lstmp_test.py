@@ -290,49 +290,6 @@ class BFloat16MatmulsTest(tf.test.TestCase):
         for g, e in zip(got[4:], expected[4:]):
           self.assertNotAllClose(g, e, atol=0, rtol=0)
 
-  def test_input_gates_given_match_the_input_matmul_in_the_op(self):
-    """lstmp_sequence_from_gates (float32 training: the input part by
-    TensorFlow's matmul) against lstmp_sequence (the op's own), both
-    precisions: outputs and the gradients of h0, c0, W_h, W_p, and of x
-    through the caller's matmul."""
-    inputs = 32
-    for bf16_matmuls in (False, True):
-      results = []
-      for given in (False, True):
-        x, h0, c0, kernel, bias, projection = (
-            tf.constant(v) for v in (self.x, self.h0, self.c0, self.kernel,
-                                     self.bias, self.projection))
-        with tf.GradientTape() as tape:
-          tape.watch([x, h0, c0, kernel, bias, projection])
-          common = dict(cell_clip=0.0, proj_clip=0.0,
-                        bf16_matmuls=bf16_matmuls)
-          if given:
-            forget = np.zeros(self.bias.shape, np.float32)
-            cell = self.c0.shape[1]
-            forget[2 * cell:3 * cell] = 1.0
-            gates = tf.einsum("bti,ig->btg", x, kernel[:inputs]) + (
-                bias + forget)
-            h_seq, _, h_last, c_last = fused_lstmp.lstmp_sequence_from_gates(
-                gates, tf.constant(self.keep), h0, c0, kernel[inputs:],
-                projection, **common)
-          else:
-            h_seq, _, h_last, c_last = fused_lstmp.lstmp_sequence(
-                x, tf.constant(self.keep), h0, c0, kernel, bias, projection,
-                forget_bias=1.0, **common)
-          loss = (tf.reduce_sum(h_seq * self.weights) +
-                  tf.reduce_sum(h_last) + tf.reduce_sum(c_last))
-        results.append([h_seq] + tape.gradient(
-            loss, [x, h0, c0, kernel, bias, projection]))
-      for name, e, g in zip(["h_seq", "d_x", "d_h0", "d_c0", "d_kernel",
-                             "d_bias", "d_projection"], *results):
-        with self.subTest(bf16_matmuls=bf16_matmuls, value=name):
-          e, g = e.numpy(), g.numpy()
-          if bf16_matmuls and fused_lstmp.amx_available():
-            # The given gates are float32 sums, the op's bfloat16 products.
-            self.assertAllClose(g, e, atol=0.01 * np.abs(e).max(), rtol=0.01)
-          else:
-            self.assertAllClose(g, e, atol=2e-5, rtol=1e-5)
-
   def test_mixed_bfloat16_layers_ask_for_it_unless_configured_off(self):
     policy = keras.mixed_precision.global_policy()
     try:

@@ -231,8 +231,7 @@ class ProjectedLSTM(keras.layers.Layer):
     (batch, time, 4 * cell).
 
     One 2-D MatMul + BiasAdd (which grappler fuses into one op): the bias's
-    gradient is then one BiasAddGrad, not a Sum over (batch, time). Also
-    the float32 fused kernel's input.
+    gradient is then one BiasAddGrad, not a Sum over (batch, time).
     """
     x_rows = tf.reshape(x, (-1, self.input_dim))  # (batch * time, input_dim)
     return tf.reshape(
@@ -246,8 +245,8 @@ class ProjectedLSTM(keras.layers.Layer):
     return fused_lstmp.load() is not None
 
   def _fused(self, x, mask, h0, c0, go_backwards):
-    """The recurrence as one op and its gradient as one op; under
-    mixed_bfloat16 with AMX the input matmul is in the op too.
+    """The recurrence, with the input matmul, as one op and its gradient
+    as one op.
 
     Returns (outputs (batch, time, projection_dim), h_final, c_final), the
     states float32.
@@ -267,24 +266,16 @@ class ProjectedLSTM(keras.layers.Layer):
     f32 = lambda t: tf.cast(t, tf.float32)
     attrs = dict(cell_clip=self.cell_clip, proj_clip=self.projection_clip,
                  reverse=go_backwards, bf16_matmuls=bf16_matmuls)
-    if bf16_matmuls and fused_lstmp.amx_available():
-      # The op computes the input part too, on AMX: no (batch, time,
-      # 4 * cell) matmul, bias add or cast outside it.
-      h_seq, _, h_final, c_final = fused_lstmp.lstmp_sequence(
-          f32(x), keep, f32(h0), f32(c0), self.kernel, self.bias,
-          self.projection, forget_bias=self.forget_bias, **attrs)
-    else:
-      # The input part by TensorFlow's matmul (oneDNN, every core: faster
-      # than the op's own single-threaded float32 one), in the compute
-      # dtype.
-      input_kernel, recurrent_kernel = tf.split(
-          self.kernel, [self.input_dim, self.projection_dim], axis=0)
-      input_gates = self._input_gates(
-          x, tf.cast(input_kernel, x.dtype),
-          tf.cast(self._gate_bias(tf.convert_to_tensor(self.bias)), x.dtype))
-      h_seq, _, h_final, c_final = fused_lstmp.lstmp_sequence_from_gates(
-          f32(input_gates), keep, f32(h0), f32(c0), recurrent_kernel,
-          self.projection, **attrs)
+    # The op computes the input part x @ W_x + b too (on AMX tiles under
+    # mixed_bfloat16): no (batch, time, 4 * cell) matmul, bias add, cast or
+    # kernel-gradient concat outside it. In float32 its Eigen matmul runs on
+    # one thread, but the two directions' ops run side by side on the two
+    # cores, and skipping the (batch, time, 4 * cell) round trip through
+    # memory paid: 6-11% more tokens/s at 256/64 and 0-9% at the paper's
+    # `small` size than TensorFlow's matmul before the op (BENCHMARKS.md).
+    h_seq, _, h_final, c_final = fused_lstmp.lstmp_sequence(
+        f32(x), keep, f32(h0), f32(c0), self.kernel, self.bias,
+        self.projection, forget_bias=self.forget_bias, **attrs)
     outputs = h_seq if mask is None else h_seq * keep[:, :, None]
     return tf.cast(outputs, x.dtype), h_final, c_final
 

@@ -95,27 +95,6 @@ def lstmp_sequence(x, keep, h0, c0, kernel, bias, projection,
   return h_seq, c_seq, h_last, c_last
 
 
-def lstmp_sequence_from_gates(input_gates, keep, h0, c0, recurrent_kernel,
-                              projection, cell_clip: float = 0.0,
-                              proj_clip: float = 0.0, reverse: bool = False,
-                              bf16_matmuls: bool = False):
-  """`lstmp_sequence` with the input part computed by the caller.
-
-  input_gates: (batch, time, 4 * cell) = x @ W_x + bias, the forget bias
-  added to the f block; recurrent_kernel: W_h, (projection, 4 * cell). For
-  float32, where TensorFlow's matmul (oneDNN, on every core) computes the
-  input part faster than the op's single-threaded one.
-  """
-  cell = projection.shape[0]
-  h_seq, c_seq, _, _, _, h_last, c_last = load().elmo_lstmp_sequence(
-      x=input_gates, keep=keep, h0=h0, c0=c0, kernel=recurrent_kernel,
-      bias=tf.zeros((4 * cell,), tf.float32), projection=projection,
-      cell_clip=float(cell_clip), proj_clip=float(proj_clip),
-      reverse=bool(reverse), bf16_matmuls=bool(bf16_matmuls),
-      input_gates_given=True)
-  return h_seq, c_seq, h_last, c_last
-
-
 def _zeros_if_none(gradient, like):
   return tf.zeros_like(like) if gradient is None else gradient
 
@@ -136,8 +115,5 @@ def _lstmp_sequence_grad(op, d_h_seq, d_c_seq, unused_d_gates,
        d_c_last=_zeros_if_none(d_c_last, c0),
        cell_clip=op.get_attr("cell_clip"),
        proj_clip=op.get_attr("proj_clip"), reverse=op.get_attr("reverse"),
-       bf16_matmuls=op.get_attr("bf16_matmuls"),
-       input_gates_given=op.get_attr("input_gates_given"))
-  if op.get_attr("input_gates_given"):
-    d_bias = None  # The bias input is unused: its gradient is the caller's.
+       bf16_matmuls=op.get_attr("bf16_matmuls"))
   return d_x, None, d_h0, d_c0, d_kernel, d_bias, d_projection

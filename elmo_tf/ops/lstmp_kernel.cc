@@ -26,10 +26,10 @@
 // The input part x @ W_x + bias of all steps is one matmul before the loop
 // (and its gradients two matmuls and a column sum after it), so no
 // TensorFlow op around the recurrence computes, or under mixed_bfloat16
-// casts, a (B, T, 4H) tensor. With input_gates_given the caller has
-// computed it instead (float32 training: TensorFlow's oneDNN matmul on
-// every core beats this op's single-threaded Eigen one): x is then the
-// input gates (B, T, 4H) and kernel is W_h alone.
+// casts, a (B, T, 4H) tensor. In float32 that matmul is Eigen on one
+// thread, yet training is faster than with TensorFlow's oneDNN matmul on
+// both cores before the op: the two directions' ops run side by side, and
+// the (B, T, 4H) tensor no longer goes through memory and the graph.
 //
 // Layout: batch major, as the Keras layer holds them: x (B, T, I),
 // keep (B, T) float 0/1, h_seq (B, T, P), c_seq (B, T, H); the per-step
@@ -379,12 +379,9 @@ struct Dims {
   int batch, steps, input, cell, proj;
 };
 
-// With input_gates_given, x holds the input gates (B, T, 4H) and kernel is
-// W_h alone: input is 0.
 Status CheckShapes(const Tensor& x, const Tensor& keep, const Tensor& h0,
                    const Tensor& c0, const Tensor& kernel,
-                   const Tensor& projection, bool input_gates_given,
-                   Dims* dims) {
+                   const Tensor& projection, Dims* dims) {
   if (x.dims() != 3)
     return InvalidArgument("x must be (batch, time, input), got ",
                            x.shape().DebugString());
@@ -393,14 +390,10 @@ Status CheckShapes(const Tensor& x, const Tensor& keep, const Tensor& h0,
                            projection.shape().DebugString());
   dims->batch = x.dim_size(0);
   dims->steps = x.dim_size(1);
-  dims->input = input_gates_given ? 0 : x.dim_size(2);
+  dims->input = x.dim_size(2);
   dims->cell = projection.dim_size(0);
   dims->proj = projection.dim_size(1);
   const Dims& d = *dims;
-  if (input_gates_given && x.dim_size(2) != 4 * d.cell)
-    return InvalidArgument("x must be the input gates (batch, time, 4 * cell",
-                           ") with cell ", d.cell, ", got ",
-                           x.shape().DebugString());
   if (keep.shape() != TensorShape({d.batch, d.steps}))
     return InvalidArgument("keep must be (batch, time) = (", d.batch, ", ",
                            d.steps, "), got ", keep.shape().DebugString());
@@ -432,9 +425,6 @@ REGISTER_OP("ElmoLstmpSequence")
     .Attr("forget_bias: float = 0.0")
     .Attr("reverse: bool = false")
     .Attr("bf16_matmuls: bool = false")
-    // x is x @ W_x + bias (+ forget bias), (B, T, 4H), computed by the
-    // caller; kernel is W_h, (P, 4H); bias and forget_bias are unused.
-    .Attr("input_gates_given: bool = false")
     .Output("h_seq: float")    // (B, T, P): state h after each step
     .Output("c_seq: float")    // (B, T, H): state c after each step
     .Output("gates: float")    // (B, T, 4H): i, j, f, o after activation
@@ -470,8 +460,6 @@ class ElmoLstmpSequenceOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("forget_bias", &forget_bias_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("reverse", &reverse_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("bf16_matmuls", &bf16_matmuls_));
-    OP_REQUIRES_OK(ctx,
-                   ctx->GetAttr("input_gates_given", &input_gates_given_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -483,8 +471,7 @@ class ElmoLstmpSequenceOp : public OpKernel {
     const Tensor& bias = ctx->input(5);
     const Tensor& projection = ctx->input(6);
     Dims d;
-    OP_REQUIRES_OK(ctx, CheckShapes(x, keep, h0, c0, kernel, projection,
-                                    input_gates_given_, &d));
+    OP_REQUIRES_OK(ctx, CheckShapes(x, keep, h0, c0, kernel, projection, &d));
     const int B = d.batch, T = d.steps, I = d.input, H = d.cell, P = d.proj;
     OP_REQUIRES(ctx, bias.shape() == TensorShape({4 * H}),
                 InvalidArgument("bias must be (4 * cell) = (", 4 * H,
@@ -531,9 +518,7 @@ class ElmoLstmpSequenceOp : public OpKernel {
       amx::ConfigureTiles();
     }
     // The input part of every step: x @ W_x + bias in one matmul.
-    if (input_gates_given_) {
-      z_all = ConstMatrixMap(x.flat<float>().data(), rows, 4 * H);
-    } else if (use_amx) {
+    if (use_amx) {
       auto a_x = amx::Buffer(rows * I);
       amx::ConvertRows(x.flat<float>().data(), I, rows, I, a_x.get());
       z_all.rowwise() = gate_bias;
@@ -602,7 +587,7 @@ class ElmoLstmpSequenceOp : public OpKernel {
 
  private:
   float cell_clip_, proj_clip_, forget_bias_;
-  bool reverse_, bf16_matmuls_, input_gates_given_;
+  bool reverse_, bf16_matmuls_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("ElmoLstmpSequence").Device(DEVICE_CPU),
@@ -628,7 +613,6 @@ REGISTER_OP("ElmoLstmpSequenceGrad")
     .Attr("proj_clip: float = 0.0")
     .Attr("reverse: bool = false")
     .Attr("bf16_matmuls: bool = false")
-    .Attr("input_gates_given: bool = false")  // then d_x is d_gates_in
     .Output("d_x: float")           // (B, T, I)
     .Output("d_h0: float")          // (B, P)
     .Output("d_c0: float")          // (B, H)
@@ -654,8 +638,6 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("proj_clip", &proj_clip_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("reverse", &reverse_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("bf16_matmuls", &bf16_matmuls_));
-    OP_REQUIRES_OK(ctx,
-                   ctx->GetAttr("input_gates_given", &input_gates_given_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -675,8 +657,7 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
     const Tensor& d_h_last = ctx->input(13);
     const Tensor& d_c_last = ctx->input(14);
     Dims d;
-    OP_REQUIRES_OK(ctx, CheckShapes(x, keep, h0, c0, kernel, projection,
-                                    input_gates_given_, &d));
+    OP_REQUIRES_OK(ctx, CheckShapes(x, keep, h0, c0, kernel, projection, &d));
     const int B = d.batch, T = d.steps, I = d.input, H = d.cell, P = d.proj;
     for (const Tensor* t : {&h_seq, &h_pre, &d_h_seq})
       OP_REQUIRES(ctx, t->shape() == TensorShape({B, T, P}),
@@ -731,20 +712,16 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
     // one matmul over all B * T rows (a sum over steps of (B x D) products
     // would be T small matmuls): dz, the gradient of the pre-activations;
     // m = o * tanh(c); and the gradient of h_pre.
-    // With input_gates_given, dz is the op's d_x output itself.
     Tensor dz_all_t, m_all_t, dh_pre_all_t;
-    if (!input_gates_given_) {
-      OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
-                                             TensorShape({B, T, 4 * H}),
-                                             &dz_all_t));
-    }
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
+                                           TensorShape({B, T, 4 * H}),
+                                           &dz_all_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
                                            TensorShape({B, T, H}), &m_all_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(
                             tensorflow::DT_FLOAT, TensorShape({B, T, P}),
                             &dh_pre_all_t));
-    float* dz_all = input_gates_given_ ? d_x->flat<float>().data()
-                                       : dz_all_t.flat<float>().data();
+    float* dz_all = dz_all_t.flat<float>().data();
     float* m_all = m_all_t.flat<float>().data();
     float* dh_pre_all = dh_pre_all_t.flat<float>().data();
     const int64_t rows = static_cast<int64_t>(B) * T;  // a multiple of 32
@@ -857,11 +834,7 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
       }
     }
     ConstMatrixMap dz_rows(dz_all, rows, 4 * H);
-    if (input_gates_given_) {
-      d_bias_v.setZero();  // The bias's gradient is the caller's.
-    } else {
-      d_bias_v = dz_rows.colwise().sum();
-    }
+    d_bias_v = dz_rows.colwise().sum();
     if (use_amx) {
       Matrix dw_p_t(P, H);
       amx::Gemm(P, H, rows, dh_pre_t.get(), m_packed.get(), dw_p_t.data(), H,
@@ -875,13 +848,10 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
       return;
     }
     // The input's gradient and W_x's, over all B * T rows at once.
-    if (!input_gates_given_) {
-      MatrixMap(d_x->flat<float>().data(), rows, I).noalias() =
-          dz_rows * w_x_m.transpose();
-      dw_x.noalias() =
-          ConstMatrixMap(x.flat<float>().data(), rows, I).transpose() *
-          dz_rows;
-    }
+    MatrixMap(d_x->flat<float>().data(), rows, I).noalias() =
+        dz_rows * w_x_m.transpose();
+    dw_x.noalias() =
+        ConstMatrixMap(x.flat<float>().data(), rows, I).transpose() * dz_rows;
     // d_w_p = sum over steps of m^T dh_pre: one (H x BT) (BT x P) matmul.
     dw_p.noalias() = ConstMatrixMap(m_all, rows, H).transpose() *
                      ConstMatrixMap(dh_pre_all, rows, P);
@@ -911,7 +881,7 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
 
  private:
   float cell_clip_, proj_clip_;
-  bool reverse_, bf16_matmuls_, input_gates_given_;
+  bool reverse_, bf16_matmuls_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("ElmoLstmpSequenceGrad").Device(DEVICE_CPU),
