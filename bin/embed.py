@@ -22,6 +22,7 @@ import keras
 
 from bin import flag_utils
 from bin import inference_flags
+from bin import thread_flags
 from elmo_tf import embed as embed_lib
 from elmo_tf import text_io
 
@@ -35,6 +36,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   inference_flags.required(inference_flags.INPUT, inference_flags.OUTPUT)
+  thread_flags.configure()
   path = inference_flags.model_path()
   input_path = flag_utils.resolve_path(inference_flags.INPUT.value)
   output_path = flag_utils.resolve_path(inference_flags.OUTPUT.value)

@@ -17,6 +17,7 @@ from absl import flags
 from absl import logging
 
 from bin import flag_utils
+from bin import thread_flags
 from elmo_tf import config as config_lib
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Directory of a run.",
@@ -46,6 +47,7 @@ def main(argv):
     if mode not in config_lib.BATCHING_MODES:
       raise app.UsageError(f"--batching: unknown mode {mode!r}; choose from "
                            f"{list(config_lib.BATCHING_MODES)}.")
+  thread_flags.configure()
   from elmo_tf import evaluation  # Late: TensorFlow start-up is slow.
   model_dir = flag_utils.resolve_path(_MODEL_DIR.value)
   corpus = flag_utils.resolve_corpus(_CORPUS.value) if _CORPUS.value else None

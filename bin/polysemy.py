@@ -29,6 +29,7 @@ from absl import logging
 
 from bin import flag_utils
 from bin import inference_flags
+from bin import thread_flags
 from elmo_tf import polysemy
 
 # --saved_model, --input, --output: shared with bin/embed and bin/score.
@@ -51,6 +52,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   inference_flags.required(_SAVED_MODEL, _WORD, _INPUT)
+  thread_flags.configure()
   saved_model = flag_utils.resolve_path(_SAVED_MODEL.value)
   input_path = flag_utils.resolve_path(_INPUT.value)
   try:

@@ -24,6 +24,7 @@ from absl import logging
 
 from bin import flag_utils
 from bin import inference_flags
+from bin import thread_flags
 from elmo_tf import text_io
 
 _RANK = flags.DEFINE_bool(
@@ -35,6 +36,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   inference_flags.required(inference_flags.INPUT)
+  thread_flags.configure()
   path = inference_flags.model_path()
   input_path = flag_utils.resolve_path(inference_flags.INPUT.value)
   from elmo_tf import export as export_lib  # Late: TensorFlow start-up.

@@ -129,6 +129,10 @@ _SHORTCUTS = {
                         "matmuls (AMX); see BENCHMARKS.md."),
     "jit_compile": ("train.jit_compile", flags.DEFINE_bool, None,
                     "Compile the train step with XLA."),
+    "intra_op_threads": ("train.intra_op_threads", flags.DEFINE_integer,
+                         None, "Threads per TensorFlow op: -1 (default) half "
+                         "the cores, as the two directions run side by "
+                         "side; 0 TensorFlow's default (every core)."),
     "distribution": ("train.distribution", flags.DEFINE_enum,
                      config_lib.DISTRIBUTIONS,
                      "tf.distribute strategy; multi_worker reads TF_CONFIG."),

@@ -43,6 +43,7 @@ from elmo_tf import distribution as distribution_lib
 from elmo_tf import evaluation as evaluation_lib
 from elmo_tf import optimizers as optimizers_lib
 from elmo_tf import prepare as prepare_lib
+from elmo_tf import runtime
 from elmo_tf import warm_start
 from elmo_tf.layers import sampled_softmax as sampled_softmax_lib
 
@@ -744,10 +745,13 @@ def make_trainer(config: config_lib.ExperimentConfig, model_dir: str,
   """Prepares the corpus of `config.data` (under `cache_root`, default
   `prepare.default_cache_root()`) and builds the `Trainer` of the run.
 
-  The run directory is locked first, so that a second trainer refuses
+  Sizes TensorFlow's intra-op pool first (`TrainConfig.intra_op_threads`;
+  a no-op once TensorFlow has started). The run directory is locked first,
+  so that a second trainer refuses
   before spending minutes preparing a corpus (multi_worker processes lock
   the directory each writes, once the Trainer knows it).
   """
+  runtime.configure_threads(config.train.intra_op_threads)
   early_lock = (contextlib.nullcontext()
                 if config.train.distribution == "multi_worker"
                 else checkpoints_lib.RunDirLock(model_dir))
