@@ -263,10 +263,18 @@ def markdown(summary: dict) -> str:
     lines.append(f"Command: `{last['command']}` (K={last['K']} timed steps, "
                  f"{last['REPS']} runs per configuration, stages "
                  f"{' '.join(last['stages'])}, intra-op threads "
-                 f"{last['threads'] or 'TensorFlow default'}).")
+                 f"{last['threads'] or _DEFAULT_THREADS}).")
   lines.append("Every run's command: side_by_side.json (`commands`). Ratio: "
                "elmo_tf / bilm-tf, least to most favourable pairing of runs.")
   return "\n".join(lines)
+
+
+# TF_NUM_INTRAOP_THREADS unset: each side's own default. elmo_tf's trainer
+# sizes the pool itself (TrainConfig.intra_op_threads, -1: half the cores);
+# its embedding timer loads the SavedModel as any TensorFlow program does.
+_DEFAULT_THREADS = ("each side's default: bilm-tf and elmo_tf's embedding "
+                    "TensorFlow's (every core), elmo_tf's training half the "
+                    "cores")
 
 
 def main(argv):
