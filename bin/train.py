@@ -36,6 +36,7 @@ from absl import logging
 
 from bin import flag_utils
 from elmo_tf import config as config_lib
+from elmo_tf import runtime
 
 _CORPUS = flags.DEFINE_string(
     "corpus", "ptb", "Built-in corpus name (ptb, peoples_daily), "
@@ -220,9 +221,11 @@ def build_config(model_dir: str) -> config_lib.ExperimentConfig:
       raise app.UsageError(f"--set expects key=value, got {item!r}.")
     overrides[key.strip()] = value
   try:
-    return config_lib.apply_overrides(config, overrides)
+    config = config_lib.apply_overrides(config, overrides)
+    runtime.intra_op_threads_for(config.train.intra_op_threads)  # Checks it.
   except ValueError as e:
     raise app.UsageError(str(e)) from None
+  return config
 
 
 def _corpus_tokenization(corpus: str) -> str:

@@ -22,10 +22,9 @@ import os
 
 from absl import logging
 
-# Half the cores this process may run on, at least one.
+# Half the cores this process may run on, at least one. (0 is TensorFlow's
+# own choice, every core.)
 AUTO = -1
-# TensorFlow's own choice (every core).
-TENSORFLOW_DEFAULT = 0
 _ENV = "TF_NUM_INTRAOP_THREADS"
 
 
@@ -61,9 +60,9 @@ def configure_threads(requested: int = AUTO) -> int:
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   threads = intra_op_threads_for(requested)
-  current = tf.config.threading.get_intra_op_parallelism_threads()
   if os.environ.get(_ENV, "").strip().isdigit():
     return int(os.environ[_ENV])
+  current = tf.config.threading.get_intra_op_parallelism_threads()
   if threads == current:
     return current
   try:

@@ -747,9 +747,9 @@ def make_trainer(config: config_lib.ExperimentConfig, model_dir: str,
 
   Sizes TensorFlow's intra-op pool first (`TrainConfig.intra_op_threads`;
   a no-op once TensorFlow has started). The run directory is locked first,
-  so that a second trainer refuses
-  before spending minutes preparing a corpus (multi_worker processes lock
-  the directory each writes, once the Trainer knows it).
+  so that a second trainer refuses before spending minutes preparing a
+  corpus (multi_worker processes lock the directory each writes, once the
+  Trainer knows it).
   """
   runtime.configure_threads(config.train.intra_op_threads)
   early_lock = (contextlib.nullcontext()

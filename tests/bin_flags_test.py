@@ -8,6 +8,7 @@ test process, for one). Each check runs in a fresh interpreter.
 import os
 import subprocess
 import sys
+import tempfile
 import unittest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,6 +29,19 @@ class BinFlagsTest(unittest.TestCase):
     result = _import("bin.export", "bin.prepare_corpus")
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
 
+
+  def test_a_bad_intra_op_threads_is_a_usage_error_before_training(self):
+    model_dir = os.path.join(tempfile.mkdtemp(), "run")
+    result = subprocess.run(
+        [sys.executable, "-m", "bin.train", "--corpus=ptb", "--preset=tiny",
+         f"--model_dir={model_dir}",
+         "--intra_op_threads=-3"], cwd=REPO_ROOT,
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES=""), capture_output=True,
+        text=True, timeout=240, check=False)
+    self.assertEqual(result.returncode, 1, result.stderr[-3000:])
+    self.assertIn("intra_op_threads=-3: give -1", result.stderr)
+    self.assertNotIn("Traceback", result.stderr)
+    self.assertFalse(os.path.exists(model_dir))
 
   def test_train_shortcut_defaults_come_from_the_config(self):
     # No default is written twice: every shortcut flag of bin/train is None
