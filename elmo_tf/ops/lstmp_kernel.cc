@@ -23,13 +23,14 @@
 // of 0 is no clip; the clip's gradient passes where |x| <= clip, as
 // tf.clip_by_value's.
 //
-// The input part x @ W_x + bias of all steps is one matmul before the loop
-// (and its gradients two matmuls and a column sum after it), so no
-// TensorFlow op around the recurrence computes, or under mixed_bfloat16
-// casts, a (B, T, 4H) tensor. In float32 that matmul is Eigen on one
-// thread, yet training is faster than with TensorFlow's oneDNN matmul on
-// both cores before the op: the two directions' ops run side by side, and
-// the (B, T, 4H) tensor no longer goes through memory and the graph.
+// The input part x @ W_x + bias is in the op too (in float32 one matmul
+// of all steps before the loop, its gradients two matmuls after it; on AMX
+// part of each step's product), so no TensorFlow op around the recurrence
+// computes, or under mixed_bfloat16 casts, a (B, T, 4H) tensor. In float32
+// that matmul is Eigen on one thread, yet training is faster than with
+// TensorFlow's oneDNN matmul on both cores before the op: the two
+// directions' ops run side by side, and the (B, T, 4H) tensor no longer
+// goes through memory and the graph.
 //
 // Layout: batch major, as the Keras layer holds them: x (B, T, I),
 // keep (B, T) float 0/1, h_seq (B, T, P), c_seq (B, T, H); the per-step
@@ -150,6 +151,12 @@ inline void GateGradientsRowImpl(int H, float cell_clip,
   }
 }
 
+// sum[k] += row[k], k < n (the bias gradient, a step at a time while the
+// step's dz is in cache).
+inline void AddRow(int n, const float* __restrict row, float* __restrict sum) {
+  for (int k = 0; k < n; ++k) sum[k] += row[k];
+}
+
 inline void GateGradientsRow(int H, float cell_clip, const float* g,
                              const float* tanh_c, const float* dm,
                              const float* dc, const float* c_pre,
@@ -216,13 +223,15 @@ inline std::unique_ptr<bf16[]> Buffer(int64_t n) {
   return std::unique_ptr<bf16[]>(new bf16[n]);
 }
 
-// dst (rows x cols, contiguous) = src (rows x cols, row stride
-// src_stride); cols % 32 == 0.
+// dst (rows x cols, row stride dst_stride, default cols) = src (rows x
+// cols, row stride src_stride); cols % 32 == 0.
 ELMO_TF_BF16_TARGET void ConvertRows(const float* src, int64_t src_stride,
-                                     int rows, int cols, bf16* dst) {
+                                     int rows, int cols, bf16* dst,
+                                     int64_t dst_stride = -1) {
+  if (dst_stride < 0) dst_stride = cols;
   for (int r = 0; r < rows; ++r) {
     const float* s = src + r * src_stride;
-    bf16* d = dst + static_cast<int64_t>(r) * cols;
+    bf16* d = dst + r * dst_stride;
     for (int c = 0; c < cols; c += 32) {
       const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + c + 16),
                                              _mm512_loadu_ps(s + c));
@@ -232,13 +241,32 @@ ELMO_TF_BF16_TARGET void ConvertRows(const float* src, int64_t src_stride,
 }
 
 // Columns 0 .. rows - 1 of dst (cols x ld) = the transpose of src (rows x
-// cols, row stride src_stride). For the narrow (B x P) operands of the
-// weight gradients, a step at a time.
-void ConvertTransposed(const float* src, int64_t src_stride, int rows,
-                       int cols, bf16* dst, int64_t ld) {
-  for (int r = 0; r < rows; ++r) {
-    const float* s = src + r * src_stride;
-    for (int c = 0; c < cols; ++c) dst[c * ld + r] = ToBf16(s[c]);
+// cols, row stride src_stride); rows % 32 == 0. For the narrow (B x P)
+// operands of the weight gradients, a step at a time: each column of dst
+// is 32 rows of src gathered (they stay in L1 across the columns).
+ELMO_TF_BF16_TARGET void ConvertTransposed(const float* src,
+                                           int64_t src_stride, int rows,
+                                           int cols, bf16* dst, int64_t ld) {
+  if (src_stride >= (int64_t{1} << 26)) {  // Gather offsets are int32.
+    for (int r = 0; r < rows; ++r) {
+      const float* s = src + r * src_stride;
+      for (int c = 0; c < cols; ++c) dst[c * ld + r] = ToBf16(s[c]);
+    }
+    return;
+  }
+  const __m512i row_offsets = _mm512_mullo_epi32(
+      _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+      _mm512_set1_epi32(static_cast<int>(src_stride)));
+  for (int r = 0; r < rows; r += 32) {
+    const float* s0 = src + r * src_stride;
+    const float* s1 = s0 + 16 * src_stride;
+    for (int c = 0; c < cols; ++c) {
+      const __m512bh v =
+          _mm512_cvtne2ps_pbh(_mm512_i32gather_ps(row_offsets, s1 + c, 4),
+                              _mm512_i32gather_ps(row_offsets, s0 + c, 4));
+      _mm512_storeu_si512(dst + c * ld + r,
+                          reinterpret_cast<const __m512i&>(v));
+    }
   }
 }
 
@@ -256,14 +284,17 @@ ELMO_TF_BF16_TARGET void PackRows(const float* src, int64_t src_stride,
   alignas(64) int16_t order[32];
   for (int l = 0; l < 32; ++l) order[l] = (l & 1) ? 16 + l / 2 : l / 2;
   const __m512i interleave = _mm512_load_si512(order);
-  for (int64_t p = 0; p < pairs; ++p) {
-    const float* even = src + 2 * p * src_stride;
-    const float* odd = even + src_stride;
-    for (int nb = 0; nb < n / 16; ++nb) {
-      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(odd + nb * 16),
-                                             _mm512_loadu_ps(even + nb * 16));
+  // Column blocks outer: the stores of a block are one contiguous run
+  // (a step's rows of dz are 1 KiB per block; pairs outer wrote 64 bytes
+  // to a different page per block, and missed the TLB).
+  for (int nb = 0; nb < n / 16; ++nb) {
+    bf16* out = packed + (nb * total_pairs + first_pair) * 32;
+    for (int64_t p = 0; p < pairs; ++p) {
+      const float* even = src + 2 * p * src_stride + nb * 16;
+      const __m512bh v = _mm512_cvtne2ps_pbh(
+          _mm512_loadu_ps(even + src_stride), _mm512_loadu_ps(even));
       _mm512_storeu_si512(
-          packed + (nb * total_pairs + first_pair + p) * 32,
+          out + p * 32,
           _mm512_permutexvar_epi16(interleave,
                                    reinterpret_cast<const __m512i&>(v)));
     }
@@ -275,21 +306,45 @@ ELMO_TF_BF16_TARGET void PackRows(const float* src, int64_t src_stride,
 ELMO_TF_BF16_TARGET void PackTransposed(const float* src, int64_t src_stride,
                                         int n, int k, bf16* packed) {
   // 32 consecutive floats of a row of src, converted, are 16 (even, odd)
-  // pairs in the 32-bit lanes, in order: lane i goes to pair p + i, whose
-  // column-n slots are 16 words apart.
-  const __m512i slot = _mm512_mullo_epi32(
-      _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-      _mm512_set1_epi32(16));
+  // pairs in the 32-bit words, in order. For 16 rows (one column block of
+  // B) the 16 x 16 words transposed are 16 pairs of B's rows, each 16
+  // columns wide: 1 KiB of the packed block, stored contiguously.
   const int64_t pairs = k / 2;
-  uint32_t* words = reinterpret_cast<uint32_t*>(packed);
-  for (int c = 0; c < n; ++c) {
-    const float* s = src + c * src_stride;
-    uint32_t* column = words + (c / 16) * pairs * 16 + c % 16;
-    for (int64_t i = 0; i < k; i += 32) {
-      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + i + 16),
-                                             _mm512_loadu_ps(s + i));
-      _mm512_i32scatter_epi32(column + (i / 2) * 16, slot,
-                              reinterpret_cast<const __m512i&>(v), 4);
+  for (int nb = 0; nb < n / 16; ++nb) {
+    for (int64_t kb = 0; kb < k; kb += 32) {
+      __m512i r[16], t[16];
+      for (int i = 0; i < 16; ++i) {
+        const float* s = src + (nb * 16 + i) * src_stride + kb;
+        const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + 16),
+                                               _mm512_loadu_ps(s));
+        r[i] = reinterpret_cast<const __m512i&>(v);
+      }
+      // Within each 128-bit lane L: words 4L .. 4L + 3 of every row.
+      for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+      }
+      // r[4j + c], lane L: word 4L + c of rows 4j .. 4j + 3.
+      for (int j = 0; j < 16; j += 4) {
+        r[j] = _mm512_unpacklo_epi64(t[j], t[j + 2]);
+        r[j + 1] = _mm512_unpackhi_epi64(t[j], t[j + 2]);
+        r[j + 2] = _mm512_unpacklo_epi64(t[j + 1], t[j + 3]);
+        r[j + 3] = _mm512_unpackhi_epi64(t[j + 1], t[j + 3]);
+      }
+      __m512i* out = reinterpret_cast<__m512i*>(packed) +
+                     nb * pairs + kb / 2;  // 16 words (one pair) each
+      for (int c = 0; c < 4; ++c) {
+        const __m512i v0 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x88);
+        const __m512i v1 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xDD);
+        const __m512i w0 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x88);
+        const __m512i w1 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xDD);
+        // Word 4L + c of all 16 rows, for lanes L = 0, 1, 2, 3.
+        _mm512_storeu_si512(out + c, _mm512_shuffle_i32x4(v0, w0, 0x88));
+        _mm512_storeu_si512(out + 4 + c, _mm512_shuffle_i32x4(v1, w1, 0x88));
+        _mm512_storeu_si512(out + 8 + c, _mm512_shuffle_i32x4(v0, w0, 0xDD));
+        _mm512_storeu_si512(out + 12 + c,
+                            _mm512_shuffle_i32x4(v1, w1, 0xDD));
+      }
     }
   }
 }
@@ -494,7 +549,8 @@ class ElmoLstmpSequenceOp : public OpKernel {
                          4 * H);
     ConstMatrixMap w_p_m(projection.flat<float>().data(), H, P);
     const int64_t rows = static_cast<int64_t>(B) * T;
-    // The pre-activations of every step, filled step by step with h's part.
+    // The pre-activations of every step (x's part), step by step with h's
+    // part and the bias added.
     MatrixMap z_all(gates->flat<float>().data(), rows, 4 * H);
     // The bias, with the forget bias added to the f block: (1, 4H).
     Eigen::RowVectorXf gate_bias =
@@ -502,31 +558,25 @@ class ElmoLstmpSequenceOp : public OpKernel {
     gate_bias.segment(2 * H, H).array() += forget_bias_;
 
     Matrix m(B, H);  // o * tanh(c) of the step: (B, H)
-    // bfloat16 on AMX: the weights packed once; x (B * T, I) rounded once,
-    // h_prev (B, P) and m (B, H) per step into a_h, a_m.
+    // bfloat16 on AMX: the weights packed once; per step [x, h_prev]
+    // (B, I + P) and m (B, H) rounded into a_xh, a_m, and z = [x, h_prev]
+    // @ [W_x; W_h] is one product whose sums stay in the tiles (an input
+    // matmul of all steps first, as float32 does, stores all of z and
+    // loads it back step by step: slower on AMX).
     const bool use_amx = amx::Usable(bf16_matmuls_, B, I, H, P) && T > 0;
-    std::unique_ptr<amx::bf16[]> w_x_packed, w_h_packed, w_p_packed, a_h, a_m;
+    std::unique_ptr<amx::bf16[]> w_packed, w_p_packed, a_xh, a_m;
     if (use_amx) {
-      w_x_packed = amx::Buffer(static_cast<int64_t>(I) * 4 * H);
-      amx::PackRows(kernel_data, 4 * H, I, 4 * H, w_x_packed.get());
-      w_h_packed = amx::Buffer(static_cast<int64_t>(P) * 4 * H);
-      amx::PackRows(w_h_m.data(), 4 * H, P, 4 * H, w_h_packed.get());
+      w_packed = amx::Buffer(static_cast<int64_t>(I + P) * 4 * H);
+      amx::PackRows(kernel_data, 4 * H, I + P, 4 * H, w_packed.get());
       w_p_packed = amx::Buffer(static_cast<int64_t>(H) * P);
       amx::PackRows(w_p_m.data(), P, H, P, w_p_packed.get());
-      a_h = amx::Buffer(static_cast<int64_t>(B) * P);
+      a_xh = amx::Buffer(static_cast<int64_t>(B) * (I + P));
       a_m = amx::Buffer(static_cast<int64_t>(B) * H);
       amx::ConfigureTiles();
-    }
-    // The input part of every step: x @ W_x + bias in one matmul.
-    if (use_amx) {
-      auto a_x = amx::Buffer(rows * I);
-      amx::ConvertRows(x.flat<float>().data(), I, rows, I, a_x.get());
-      z_all.rowwise() = gate_bias;
-      amx::Gemm(rows, 4 * H, I, a_x.get(), w_x_packed.get(), z_all.data(),
-                4 * H, /*accumulate=*/true);
     } else if (rows > 0) {
+      // The input part of every step: x @ W_x in one matmul. (The bias is
+      // added with the activations, while each step's z is in cache.)
       z_all.noalias() = ConstMatrixMap(x.flat<float>().data(), rows, I) * w_x_m;
-      z_all.rowwise() += gate_bias;
     }
     const float* h_prev_base = h0.flat<float>().data();
     const float* c_prev_base = c0.flat<float>().data();
@@ -537,9 +587,13 @@ class ElmoLstmpSequenceOp : public OpKernel {
       ConstStepMap c_prev(c_prev_base, B, H, Stride(prev_stride_c));
       StepMap z = Step(gates->flat<float>().data(), t, B, T, 4 * H);
       if (use_amx) {
-        amx::ConvertRows(h_prev_base, prev_stride_h, B, P, a_h.get());
-        amx::Gemm(B, 4 * H, P, a_h.get(), w_h_packed.get(), z.data(),
-                  static_cast<int64_t>(T) * 4 * H, /*accumulate=*/true);
+        amx::ConvertRows(x.flat<float>().data() + static_cast<int64_t>(t) * I,
+                         static_cast<int64_t>(T) * I, B, I, a_xh.get(),
+                         I + P);
+        amx::ConvertRows(h_prev_base, prev_stride_h, B, P, a_xh.get() + I,
+                         I + P);
+        amx::Gemm(B, 4 * H, I + P, a_xh.get(), w_packed.get(), z.data(),
+                  static_cast<int64_t>(T) * 4 * H, /*accumulate=*/false);
       } else {
         z.noalias() += h_prev * w_h_m;
       }
@@ -547,7 +601,8 @@ class ElmoLstmpSequenceOp : public OpKernel {
       StepMap hp = Step(h_pre->flat<float>().data(), t, B, T, P);
       StepMap c_out = Step(c_seq->flat<float>().data(), t, B, T, H);
       StepMap h_out = Step(h_seq->flat<float>().data(), t, B, T, P);
-      // Activations in place: i, f, o sigmoid; j tanh.
+      // The bias and the activations in place: i, f, o sigmoid; j tanh.
+      z.rowwise() += gate_bias;
       z.leftCols(H) = z.leftCols(H).array().logistic();
       z.middleCols(H, H) = z.middleCols(H, H).array().tanh();
       z.rightCols(2 * H) = z.rightCols(2 * H).array().logistic();
@@ -708,35 +763,46 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
                          4 * H);
     ConstMatrixMap w_p_m(projection.flat<float>().data(), H, P);
     Matrix dh(B, P), dc(B, H), tanh_c(B, H), dm(B, H), dc_pre(B, H);
-    // Per step into these (B, T, D) buffers, then each weight gradient is
-    // one matmul over all B * T rows (a sum over steps of (B x D) products
-    // would be T small matmuls): dz, the gradient of the pre-activations;
-    // m = o * tanh(c); and the gradient of h_pre.
-    Tensor dz_all_t, m_all_t, dh_pre_all_t;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
-                                           TensorShape({B, T, 4 * H}),
-                                           &dz_all_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
-                                           TensorShape({B, T, H}), &m_all_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(
-                            tensorflow::DT_FLOAT, TensorShape({B, T, P}),
-                            &dh_pre_all_t));
-    float* dz_all = dz_all_t.flat<float>().data();
-    float* m_all = m_all_t.flat<float>().data();
-    float* dh_pre_all = dh_pre_all_t.flat<float>().data();
     const int64_t rows = static_cast<int64_t>(B) * T;  // a multiple of 32
     // bfloat16 on AMX: the weights' transposes packed once; per step
     // dh_pre (B, P) and dz (B, 4H) rounded into a_dh_pre, a_dz. The weight
     // gradients' operands are gathered step by step while they are in
     // cache, their B * T rows ordered step major (row t * B + b; any order
     // does for a sum over rows, and this one makes each step's rows whole
-    // bfloat16 pairs): x^T, h_prev^T and dh_pre^T (I or P x B * T) as A,
-    // and m (B * T x H) and dz (B * T x 4H) packed as B. On AMX,
+    // bfloat16 pairs): [x; h_prev]^T and dh_pre^T (I + P or P x B * T) as
+    // A, and m (B * T x H) and dz (B * T x 4H) packed as B. On AMX,
     // d_projection^T = dh_pre^T m (P x H) is computed, so that only the
-    // narrow operands are transposed.
+    // narrow operands are transposed, and d_kernel = [x; h_prev]^T dz is
+    // one matmul.
     const bool use_amx = amx::Usable(bf16_matmuls_, B, I, H, P);
+    // dz, the gradient of the pre-activations; m = o * tanh(c); and the
+    // gradient of h_pre, per step. In float32 they go into (B, T, D)
+    // buffers, and each weight gradient is one matmul over all B * T rows
+    // after the loop (a sum over steps of (B x D) products would be T
+    // small matmuls). On AMX the packed operands above keep them, so one
+    // (B, D) buffer each is reused by every step and stays in cache.
+    const int buffer_steps = use_amx ? 1 : T;
+    Tensor dz_all_t, m_all_t, dh_pre_all_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
+                                           TensorShape({B, buffer_steps,
+                                                        4 * H}),
+                                           &dz_all_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(
+                            tensorflow::DT_FLOAT,
+                            TensorShape({B, buffer_steps, H}), &m_all_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(
+                            tensorflow::DT_FLOAT,
+                            TensorShape({B, buffer_steps, P}), &dh_pre_all_t));
+    float* dz_all = dz_all_t.flat<float>().data();
+    float* m_all = m_all_t.flat<float>().data();
+    float* dh_pre_all = dh_pre_all_t.flat<float>().data();
+    // Step t's (B, D) rows of one of those buffers.
+    auto buffer_step = [&](float* base, int t, int dim) {
+      return use_amx ? StepMap(base, B, dim, Stride(dim))
+                     : Step(base, t, B, T, dim);
+    };
     std::unique_ptr<amx::bf16[]> w_p_t_packed, w_h_t_packed, w_x_t_packed,
-        a_dh_pre, a_dz, x_t, h_prev_t, dh_pre_t, m_packed, dz_packed;
+        a_dh_pre, a_dz, xh_t, dh_pre_t, m_packed, dz_packed;
     if (use_amx) {
       w_p_t_packed = amx::Buffer(static_cast<int64_t>(P) * H);
       amx::PackTransposed(w_p_m.data(), P, H, P, w_p_t_packed.get());
@@ -746,13 +812,13 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
       amx::PackTransposed(w_x_m.data(), 4 * H, I, 4 * H, w_x_t_packed.get());
       a_dh_pre = amx::Buffer(static_cast<int64_t>(B) * P);
       a_dz = amx::Buffer(static_cast<int64_t>(B) * 4 * H);
-      x_t = amx::Buffer(I * rows);
-      h_prev_t = amx::Buffer(P * rows);
+      xh_t = amx::Buffer((I + P) * rows);  // x^T rows, then h_prev^T
       dh_pre_t = amx::Buffer(P * rows);
       m_packed = amx::Buffer(rows * H);
       dz_packed = amx::Buffer(rows * 4 * H);
       amx::ConfigureTiles();
     }
+    d_bias_v.setZero();
     for (int n = T - 1; n >= 0; --n) {
       const int t = reverse_ ? T - 1 - n : n;
       // The state before step t: h0/c0 for the first step in reading order.
@@ -768,12 +834,12 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
       ConstStepMap cp = Step(c_pre.flat<float>().data(), t, B, T, H);
       ConstStepMap hp = Step(h_pre.flat<float>().data(), t, B, T, P);
       ConstStepMap c_out = Step(c_seq.flat<float>().data(), t, B, T, H);
-      StepMap dz = Step(dz_all, t, B, T, 4 * H);
+      StepMap dz = buffer_step(dz_all, t, 4 * H);
 
       dh = Step(d_h_seq.flat<float>().data(), t, B, T, P) + dh_carry;
       dc = Step(d_c_seq.flat<float>().data(), t, B, T, H) + dc_carry;
-      StepMap dh_pre = Step(dh_pre_all, t, B, T, P);
-      StepMap m = Step(m_all, t, B, T, H);
+      StepMap dh_pre = buffer_step(dh_pre_all, t, P);
+      StepMap m = buffer_step(m_all, t, H);
       for (int b = 0; b < B; ++b) {
         const bool kept = keep_data[b * T + t] != 0.0f;
         for (int k = 0; k < P; ++k)
@@ -784,7 +850,7 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
       tanh_c = c_out.array().tanh();
       m = g.rightCols(H).cwiseProduct(tanh_c);
       if (use_amx) {
-        amx::ConvertRows(dh_pre.data(), static_cast<int64_t>(T) * P, B, P,
+        amx::ConvertRows(dh_pre.data(), dh_pre.outerStride(), B, P,
                          a_dh_pre.get());
         amx::Gemm(B, H, P, a_dh_pre.get(), w_p_t_packed.get(), dm.data(), H,
                   /*accumulate=*/false);
@@ -797,11 +863,11 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
                          kept ? &dc(b, 0) : nullptr, &cp(b, 0),
                          &c_prev(b, 0), &dz(b, 0), &dc_pre(b, 0));
       }
+      for (int b = 0; b < B; ++b) AddRow(4 * H, &dz(b, 0), d_bias_v.data());
       // Kept rows: the gradient through the step. Padded rows (dz = 0,
       // dc_pre = 0) pass the gradient of the carried state on as it is.
       if (use_amx) {
-        amx::ConvertRows(dz.data(), static_cast<int64_t>(T) * 4 * H, B,
-                         4 * H, a_dz.get());
+        amx::ConvertRows(dz.data(), dz.outerStride(), B, 4 * H, a_dz.get());
         amx::Gemm(B, P, 4 * H, a_dz.get(), w_h_t_packed.get(),
                   dh_carry.data(), P, /*accumulate=*/false);
         // The input's gradient of this step: dz @ W_x^T.
@@ -813,9 +879,9 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
         amx::ConvertTransposed(x.flat<float>().data() +
                                    static_cast<int64_t>(t) * I,
                                static_cast<int64_t>(T) * I, B, I,
-                               x_t.get() + first_row, rows);
+                               xh_t.get() + first_row, rows);
         amx::ConvertTransposed(h_prev.data(), h_prev.outerStride(), B, P,
-                               h_prev_t.get() + first_row, rows);
+                               xh_t.get() + I * rows + first_row, rows);
         amx::ConvertTransposed(dh_pre.data(), dh_pre.outerStride(), B, P,
                                dh_pre_t.get() + first_row, rows);
         amx::PackRows(m.data(), m.outerStride(), B, H, m_packed.get(),
@@ -833,20 +899,18 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
         }
       }
     }
-    ConstMatrixMap dz_rows(dz_all, rows, 4 * H);
-    d_bias_v = dz_rows.colwise().sum();
     if (use_amx) {
       Matrix dw_p_t(P, H);
       amx::Gemm(P, H, rows, dh_pre_t.get(), m_packed.get(), dw_p_t.data(), H,
                 /*accumulate=*/false);
       dw_p = dw_p_t.transpose();
-      amx::Gemm(P, 4 * H, rows, h_prev_t.get(), dz_packed.get(), dw_h.data(),
-                4 * H, /*accumulate=*/false);
-      amx::Gemm(I, 4 * H, rows, x_t.get(), dz_packed.get(), dw_x.data(),
-                4 * H, /*accumulate=*/false);
+      // d_kernel = [dw_x; dw_h] = [x; h_prev]^T dz.
+      amx::Gemm(I + P, 4 * H, rows, xh_t.get(), dz_packed.get(),
+                d_kernel_data, 4 * H, /*accumulate=*/false);
       amx::ReleaseTiles();
       return;
     }
+    ConstMatrixMap dz_rows(dz_all, rows, 4 * H);
     // The input's gradient and W_x's, over all B * T rows at once.
     MatrixMap(d_x->flat<float>().data(), rows, I).noalias() =
         dz_rows * w_x_m.transpose();
