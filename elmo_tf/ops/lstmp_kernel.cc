@@ -284,19 +284,24 @@ ELMO_TF_BF16_TARGET void PackRows(const float* src, int64_t src_stride,
   alignas(64) int16_t order[32];
   for (int l = 0; l < 32; ++l) order[l] = (l & 1) ? 16 + l / 2 : l / 2;
   const __m512i interleave = _mm512_load_si512(order);
-  // Column blocks outer: the stores of a block are one contiguous run
-  // (a step's rows of dz are 1 KiB per block; pairs outer wrote 64 bytes
-  // to a different page per block, and missed the TLB).
-  for (int nb = 0; nb < n / 16; ++nb) {
-    bf16* out = packed + (nb * total_pairs + first_pair) * 32;
-    for (int64_t p = 0; p < pairs; ++p) {
-      const float* even = src + 2 * p * src_stride + nb * 16;
-      const __m512bh v = _mm512_cvtne2ps_pbh(
-          _mm512_loadu_ps(even + src_stride), _mm512_loadu_ps(even));
-      _mm512_storeu_si512(
-          out + p * 32,
-          _mm512_permutexvar_epi16(interleave,
-                                   reinterpret_cast<const __m512i&>(v)));
+  // 16 pairs (32 rows) at a time, column blocks outer: the stores of a
+  // block are one contiguous KiB, and the 32 rows stay in cache across the
+  // blocks. (Pairs outer wrote 64 bytes to a different page per block and
+  // missed the TLB; blocks outer over all rows read a weight's whole
+  // height per block.)
+  for (int64_t p0 = 0; p0 < pairs; p0 += 16) {
+    const int64_t p1 = std::min<int64_t>(p0 + 16, pairs);
+    for (int nb = 0; nb < n / 16; ++nb) {
+      bf16* out = packed + (nb * total_pairs + first_pair) * 32;
+      for (int64_t p = p0; p < p1; ++p) {
+        const float* even = src + 2 * p * src_stride + nb * 16;
+        const __m512bh v = _mm512_cvtne2ps_pbh(
+            _mm512_loadu_ps(even + src_stride), _mm512_loadu_ps(even));
+        _mm512_storeu_si512(
+            out + p * 32,
+            _mm512_permutexvar_epi16(interleave,
+                                     reinterpret_cast<const __m512i&>(v)));
+      }
     }
   }
 }
