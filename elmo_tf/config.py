@@ -123,6 +123,12 @@ class CharCNNConfig(_JsonMixin):
   # it builds, instead of tf.math.segment_max and its seven-op gradient.
   # Never part of an exported SavedModel.
   window_max_kernel: bool = True
+  # Speed only: the highway layers' elementwise math (bias adds, sigmoid,
+  # relu, gated mix) and its gradient as one custom op each
+  # (elmo_tf/ops/highway_kernel.cc) where it builds; float32 math (under
+  # mixed_bfloat16 closer to float32 than TensorFlow's ops). Never part of
+  # an exported SavedModel.
+  highway_kernel: bool = True
 
   @property
   def n_filters(self) -> int:

@@ -141,14 +141,16 @@ def without_custom_ops(
   backbone runs, not what it is."""
   return model_config.replace(
       lstm=model_config.lstm.replace(fused_kernel=False),
-      char_cnn=model_config.char_cnn.replace(window_max_kernel=False))
+      char_cnn=model_config.char_cnn.replace(window_max_kernel=False,
+                                             highway_kernel=False))
 
 
 def inference_backbone(model_config: config_lib.ModelConfig,
                        dtype="float32") -> ElmoBackbone:
   """An `ElmoBackbone` of `model_config` on TensorFlow's own LSTM ops, never
   the fused training kernel (`LSTMConfig.fused_kernel`) nor the window max
-  op (`CharCNNConfig.window_max_kernel`): what SavedModels hold, so that
+  op (`CharCNNConfig.window_max_kernel`) nor the highway gate op
+  (`CharCNNConfig.highway_kernel`): what SavedModels hold, so that
   every inference path (a SavedModel, a --model_dir module, `ElmoEmbedding`,
   an hdf5 import) gives the same numbers."""
   model_config = without_custom_ops(model_config)
@@ -554,6 +556,7 @@ def save_module(config: config_lib.ExperimentConfig,
     lstm.fused_kernel = False
   if backbone.char_encoder is not None:
     backbone.char_encoder.window_max_kernel = False
+    backbone.char_encoder.highway_kernel = False
   info = {
       "format_version": FORMAT_VERSION,
       "tokenization": mode,

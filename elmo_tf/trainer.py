@@ -493,7 +493,8 @@ class Trainer:
       # are the same without them.
       char_encoder.deduplicate = False
       char_encoder.trim_padding = False
-      char_encoder.window_max_kernel = False  # a custom op, as below
+      char_encoder.window_max_kernel = False  # custom ops, as below
+      char_encoder.highway_kernel = False
     # XLA cannot compile the fused LSTMP kernel (a custom op).
     backbone = self.model.backbone
     for lstm in backbone.forward_lstms + backbone.backward_lstms:

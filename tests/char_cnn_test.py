@@ -188,6 +188,30 @@ class CharacterEncoderTest(tf.test.TestCase):
         keras.saving.serialize_keras_object(encoder))
     self.assertIsInstance(restored, CharacterEncoder)
 
+  def test_mixed_bfloat16_runs_narrow_filters_in_float32(self):
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+      encoder = CharacterEncoder(projection_dim=6, filters=((1, 4), (2, 512)),
+                                 n_highway=1, embedding_dim=5)
+      out = encoder(self.char_ids)
+
+      @tf.function
+      def run(char_ids):
+        return encoder(char_ids)
+
+      graph = run.get_concrete_function(self.char_ids).graph
+    finally:
+      keras.mixed_precision.set_global_policy(policy)
+    self.assertEqual(out.dtype, tf.bfloat16)
+    # The convolutions' matmuls: windows (w, width * 5) @ kernel.
+    convolution_dtypes = {
+        (op.inputs[1].shape[0], op.get_attr("T"))
+        for op in graph.get_operations()
+        if op.type == "MatMul" and "/cnn_" in op.name}
+    self.assertEqual(convolution_dtypes,
+                     {(5, tf.float32), (10, tf.bfloat16)})
+
   def test_rejects_too_wide_filters(self):
     with self.assertRaisesRegex(ValueError, "exceeds"):
       CharacterEncoder(projection_dim=4, filters=((51, 2),))

@@ -8,6 +8,17 @@ from elmo_tf import vocab
 from elmo_tf.layers.highway import Highway
 
 
+# Under mixed_bfloat16, filter widths with fewer filters than this run their
+# convolution in float32: their matmuls are narrow (16 to 256 output
+# columns), and oneDNN's bfloat16 matmuls at those shapes, above all the
+# kernel gradient (windows^T @ d_features, a long reduction into a small
+# matrix), were slower than float32 ones on AMX (`small` filters 0-4:
+# 21.3 ms per step against 10.1 in float32, while 512 and 1024 filters
+# gain 2x; BENCHMARKS.md, profile of `small`). Float32 is also the more
+# exact of the two, so nothing is lost.
+_MIN_FILTERS_FOR_BFLOAT16 = 512
+
+
 def char_row_keys(char_ids):
   """One string key per row of character ids, for the vector cache.
 
@@ -50,7 +61,10 @@ class _MaxPooledConvolution(keras.layers.Layer):
   """
 
   def __init__(self, width, n_filters, kernel_initializer, **kwargs):
-    super().__init__(**kwargs)
+    # It computes in the dtype of the character table it is given (float32
+    # for narrow filters under mixed_bfloat16, see encode_rows), so Keras
+    # must not cast that to the policy's compute dtype.
+    super().__init__(autocast=False, **kwargs)
     self.width = width
     self.n_filters = n_filters
     self.kernel_initializer = kernel_initializer
@@ -183,6 +197,10 @@ class CharacterEncoder(keras.layers.Layer):
     window_max_kernel: with `trim_padding`, pool with the custom op
       `elmo_tf.ops.window_max` (same outputs; a one-pass gradient) when it
       loads. A speed knob for training; exports turn it off.
+    highway_kernel: the highway layers' elementwise math as the custom op
+      `elmo_tf.ops.highway_gate` when it loads (float32 math: the same
+      outputs in float32, within rounding under bfloat16). A speed knob for
+      training; exports turn it off.
     Unset arguments (None) take their defaults from `CharCNNConfig`.
     **kwargs: standard `keras.layers.Layer` arguments.
 
@@ -206,6 +224,7 @@ class CharacterEncoder(keras.layers.Layer):
                deduplicate=None,
                trim_padding=None,
                window_max_kernel=None,
+               highway_kernel=None,
                **kwargs):
     super().__init__(**kwargs)
     defaults = config_lib.CharCNNConfig()
@@ -224,6 +243,7 @@ class CharacterEncoder(keras.layers.Layer):
     self.trim_padding = bool(pick(trim_padding, defaults.trim_padding))
     self.window_max_kernel = bool(
         pick(window_max_kernel, defaults.window_max_kernel))
+    self.highway_kernel = bool(pick(highway_kernel, defaults.highway_kernel))
     for width, _ in self.filters:
       if width > self.max_characters_per_token:
         raise ValueError(
@@ -281,17 +301,27 @@ class CharacterEncoder(keras.layers.Layer):
     row_windows = None
     if self.trim_padding:
       char_ids, row_windows = self._trim_padding_slots(char_ids)
-    embeddings = _dense_gradient(tf.cast(
-        self.char_embedding.embeddings,
-        self.compute_dtype))  # (n_characters, embedding_dim)
-    # Each: max over the slots of a valid convolution, (n, filters).
+    compute_dtype = tf.as_dtype(self.compute_dtype)
+    tables = {}  # The character table in each dtype a convolution runs in.
     use_kernel = row_windows is not None and self._use_window_max_kernel()
-    pooled = [conv(char_ids, embeddings=embeddings, row_windows=row_windows,
-                   window_max_kernel=use_kernel)
-              for conv in self.convolutions]
+    pooled = []
+    for conv in self.convolutions:
+      dtype = compute_dtype
+      if (compute_dtype == tf.bfloat16 and
+          conv.n_filters < _MIN_FILTERS_FOR_BFLOAT16):
+        dtype = tf.float32
+      if dtype not in tables:
+        tables[dtype] = _dense_gradient(tf.cast(
+            self.char_embedding.embeddings,
+            dtype))  # (n_characters, embedding_dim)
+      # Max over the slots of a valid convolution, (n, filters).
+      pooled.append(tf.cast(
+          conv(char_ids, embeddings=tables[dtype], row_windows=row_windows,
+               window_max_kernel=use_kernel), compute_dtype))
     x = self.activation(tf.concat(pooled, axis=-1))  # (n, n_filters)
+    use_gate_kernel = self._use_highway_kernel()
     for highway in self.highways:
-      x = highway(x)  # (n, n_filters)
+      x = highway(x, gate_kernel=use_gate_kernel)  # (n, n_filters)
     return self.projection(x)  # (n, projection_dim)
 
   def _use_window_max_kernel(self) -> bool:
@@ -299,6 +329,12 @@ class CharacterEncoder(keras.layers.Layer):
       return False
     from elmo_tf.ops import window_max  # pylint: disable=g-import-not-at-top
     return window_max.load() is not None
+
+  def _use_highway_kernel(self) -> bool:
+    if not self.highway_kernel:
+      return False
+    from elmo_tf.ops import highway_gate  # pylint: disable=g-import-not-at-top
+    return highway_gate.load() is not None
 
   def _trim_padding_slots(self, char_ids):
     """The windows that can change a row's max-pooled features.
@@ -417,6 +453,7 @@ class CharacterEncoder(keras.layers.Layer):
         "deduplicate": self.deduplicate,
         "trim_padding": self.trim_padding,
         "window_max_kernel": self.window_max_kernel,
+        "highway_kernel": self.highway_kernel,
     })
     return config
 
@@ -435,4 +472,5 @@ class CharacterEncoder(keras.layers.Layer):
         deduplicate=cnn.deduplicate,
         trim_padding=cnn.trim_padding,
         window_max_kernel=cnn.window_max_kernel,
+        highway_kernel=cnn.highway_kernel,
         **kwargs)

@@ -56,10 +56,23 @@ class Highway(keras.layers.Layer):
         name="transform_bias", shape=(dim,), initializer="zeros")
     self.built = True
 
-  def call(self, inputs):
-    # inputs: (..., dim)
+  def call(self, inputs, gate_kernel=False):
+    """inputs (..., dim) -> (..., dim).
+
+    gate_kernel: with a relu transform and 2-D inputs, the elementwise part
+      as `elmo_tf.ops.highway_gate` (loaded; the caller checks), one op in
+      float32 math instead of ten TensorFlow ops: a speed knob for
+      training, never in exports.
+    """
     x = tf.convert_to_tensor(inputs)
     dtype = x.dtype
+    if gate_kernel and self._activation_name == "relu" and x.shape.rank == 2:
+      from elmo_tf.ops import highway_gate  # pylint: disable=g-import-not-at-top
+      # (n, dim) each; the biases are added inside the op, in float32.
+      carry_z = tf.matmul(x, tf.cast(self.carry_kernel, dtype))
+      transform_z = tf.matmul(x, tf.cast(self.transform_kernel, dtype))
+      return highway_gate.highway_gate(carry_z, transform_z, x,
+                                       self.carry_bias, self.transform_bias)
     carry_z = tf.tensordot(x, tf.cast(self.carry_kernel, dtype), axes=1)
     carry_z += tf.cast(self.carry_bias, dtype)  # (..., dim)
     transform_z = tf.tensordot(x, tf.cast(self.transform_kernel, dtype), axes=1)
