@@ -95,6 +95,27 @@ class HighwayGateOpTest(tf.test.TestCase):
     self.assertEqual(grads[3].dtype, tf.float32)
     self.assertEqual(grads[4].dtype, tf.float32)
 
+  def test_casts_give_tf_casts_values_and_gradients(self):
+    # Ties round to even, NaN and infinities stay, tiny values too.
+    values = np.array([1.0, 1.00390625, 1.01171875, -3.3e-3, 1e-40, 3e38,
+                       np.inf, -np.inf, np.nan, 0.0, -0.0], np.float32)
+    values = np.concatenate([values, self.inputs[0].ravel()])
+    x = tf.constant(values)
+    got = highway_gate.cast(x, tf.bfloat16)
+    want = tf.cast(x, tf.bfloat16)
+    self.assertEqual(got.dtype, tf.bfloat16)
+    self.assertAllEqual(tf.bitcast(got, tf.uint16), tf.bitcast(want, tf.uint16))
+    back = highway_gate.cast(got, tf.float32)
+    self.assertAllEqual(tf.bitcast(back, tf.uint32),
+                        tf.bitcast(tf.cast(want, tf.float32), tf.uint32))
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = highway_gate.cast(x, tf.bfloat16)
+      loss = tf.reduce_sum(tf.cast(y, tf.float32) * 3.0)
+    grad = tape.gradient(loss, x)
+    self.assertEqual(grad.dtype, tf.float32)
+    self.assertAllEqual(grad, np.full(values.shape, 3.0, np.float32))
+
   def test_bad_shapes_are_errors(self):
     carry_z, transform_z, x, carry_bias, transform_bias = self.inputs
     with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
@@ -153,6 +174,8 @@ class HighwayGateLayerTest(tf.test.TestCase):
     x = tf.cast(self.x, tf.bfloat16)
     got, got_grads = self._outputs_and_gradients(bf16_layer, x, True)
     self.assertEqual(got.dtype, tf.bfloat16)
+    self.assertIn("ElmoCastToBfloat16",
+                  _graph_op_types(bf16_layer, x, gate_kernel=True))
     self.assertAllClose(tf.cast(got, tf.float32), want, atol=0.05, rtol=0.02)
     for g, w in zip(got_grads, want_grads):
       scale = np.abs(w.numpy()).max()

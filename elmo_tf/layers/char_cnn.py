@@ -71,12 +71,14 @@ class _MaxPooledConvolution(keras.layers.Layer):
 
   def build(self, input_shape):
     embedding_dim = input_shape[-1]
-    # (width, embedding_dim, n_filters) = bilm-tf's W_cnn_i[0].
+    # (width, embedding_dim, n_filters) = bilm-tf's W_cnn_i[0]. Not
+    # autocast: `call` casts them to the dtype it computes in.
     self.kernel = self.add_weight(
         name="kernel", shape=(self.width, embedding_dim, self.n_filters),
-        initializer=self.kernel_initializer)
+        initializer=self.kernel_initializer, autocast=False)
     self.bias = self.add_weight(
-        name="bias", shape=(self.n_filters,), initializer="zeros")
+        name="bias", shape=(self.n_filters,), initializer="zeros",
+        autocast=False)
     self.built = True
 
   def call(self, char_ids, embeddings, row_windows=None,

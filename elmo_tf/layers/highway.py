@@ -45,15 +45,22 @@ class Highway(keras.layers.Layer):
           f"got input shape {input_shape}.")
     # bilm-tf draws both kernels from N(0, 1/dim).
     init = keras.initializers.RandomNormal(stddev=(1.0 / dim) ** 0.5)
+    # autocast=False: `call` casts the weights itself (under
+    # mixed_bfloat16 the kernels with the op library's faster cast, and the
+    # gate op takes the biases in float32).
     self.carry_kernel = self.add_weight(
-        name="carry_kernel", shape=(dim, dim), initializer=init)
+        name="carry_kernel", shape=(dim, dim), initializer=init,
+        autocast=False)
     self.carry_bias = self.add_weight(
         name="carry_bias", shape=(dim,),
-        initializer=keras.initializers.Constant(self.carry_bias_init))
+        initializer=keras.initializers.Constant(self.carry_bias_init),
+        autocast=False)
     self.transform_kernel = self.add_weight(
-        name="transform_kernel", shape=(dim, dim), initializer=init)
+        name="transform_kernel", shape=(dim, dim), initializer=init,
+        autocast=False)
     self.transform_bias = self.add_weight(
-        name="transform_bias", shape=(dim,), initializer="zeros")
+        name="transform_bias", shape=(dim,), initializer="zeros",
+        autocast=False)
     self.built = True
 
   def call(self, inputs, gate_kernel=False):
@@ -69,8 +76,9 @@ class Highway(keras.layers.Layer):
     if gate_kernel and self._activation_name == "relu" and x.shape.rank == 2:
       from elmo_tf.ops import highway_gate  # pylint: disable=g-import-not-at-top
       # (n, dim) each; the biases are added inside the op, in float32.
-      carry_z = tf.matmul(x, tf.cast(self.carry_kernel, dtype))
-      transform_z = tf.matmul(x, tf.cast(self.transform_kernel, dtype))
+      carry_z = tf.matmul(x, highway_gate.cast(self.carry_kernel, dtype))
+      transform_z = tf.matmul(
+          x, highway_gate.cast(self.transform_kernel, dtype))
       return highway_gate.highway_gate(carry_z, transform_z, x,
                                        self.carry_bias, self.transform_bias)
     carry_z = tf.tensordot(x, tf.cast(self.carry_kernel, dtype), axes=1)

@@ -55,3 +55,26 @@ def _highway_gate_grad(op, d_y):
   return load().elmo_highway_gate_grad(
       d_y=d_y, carry_z=carry_z, transform_z=transform_z, x=x,
       carry_bias=carry_bias, transform_bias=transform_bias)
+
+
+def cast(x, dtype):
+  """`tf.cast(x, dtype)` between float32 and bfloat16 in the op library's
+  casts (the same values; about twice as fast as TensorFlow's Cast for the
+  highway kernels), other casts with tf.cast. Differentiable."""
+  x = tf.convert_to_tensor(x)
+  dtype = tf.as_dtype(dtype)
+  if x.dtype == tf.float32 and dtype == tf.bfloat16:
+    return load().elmo_cast_to_bfloat16(x)
+  if x.dtype == tf.bfloat16 and dtype == tf.float32:
+    return load().elmo_cast_to_float(x)
+  return tf.cast(x, dtype)
+
+
+@tf.RegisterGradient("ElmoCastToBfloat16")
+def _cast_to_bfloat16_grad(unused_op, d_y):
+  return load().elmo_cast_to_float(d_y)
+
+
+@tf.RegisterGradient("ElmoCastToFloat")
+def _cast_to_float_grad(unused_op, d_y):
+  return load().elmo_cast_to_bfloat16(d_y)
