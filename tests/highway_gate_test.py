@@ -1,6 +1,7 @@
 """Tests for elmo_tf.ops.highway_gate: the op against TensorFlow's ops, in
 the highway layer and the character encoder, and absent from exports (the
-op compiles here if make setup did not build it)."""
+op compiles here if make setup did not build it; the tests fail when it
+cannot)."""
 
 from unittest import mock
 
@@ -41,8 +42,8 @@ class HighwayGateOpTest(tf.test.TestCase):
 
   def setUp(self):
     super().setUp()
-    if highway_gate.load() is None:
-      self.skipTest(f"The op did not build: {highway_gate.failure()}")
+    # Fails, not skips, when the op cannot build: CI should notice.
+    assert highway_gate.load() is not None, highway_gate.failure()
     rng = np.random.default_rng(5)
     normal = lambda *shape: rng.normal(size=shape).astype(np.float32)
     # (5, 48); some transform pre-activations negative (relu's zero side).
@@ -132,8 +133,8 @@ class HighwayGateLayerTest(tf.test.TestCase):
 
   def setUp(self):
     super().setUp()
-    if highway_gate.load() is None:
-      self.skipTest(f"The op did not build: {highway_gate.failure()}")
+    # Fails, not skips, when the op cannot build: CI should notice.
+    assert highway_gate.load() is not None, highway_gate.failure()
     self.x = tf.constant(
         np.random.default_rng(2).normal(size=(7, 16)).astype(np.float32))
 
@@ -209,8 +210,8 @@ class HighwayGateEncoderTest(tf.test.TestCase):
     return encoder
 
   def test_the_encoder_uses_the_op_when_on_and_loaded(self):
-    if highway_gate.load() is None:
-      self.skipTest(f"The op did not build: {highway_gate.failure()}")
+    # Fails, not skips, when the op cannot build: CI should notice.
+    assert highway_gate.load() is not None, highway_gate.failure()
     on, off = self._encoder(True), self._encoder(False)
     self.assertAllClose(on(self.char_ids), off(self.char_ids), atol=1e-6)
     self.assertIn("ElmoHighwayGate", _graph_op_types(on, self.char_ids))
