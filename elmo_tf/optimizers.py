@@ -19,6 +19,8 @@ through TensorFlow's one-pass kernel).
 import keras
 import tensorflow as tf
 
+from elmo_tf.ops import fused_adagrad
+
 
 @keras.saving.register_keras_serializable(package="elmo_tf")
 class SparseAdagrad(keras.optimizers.Adagrad):
@@ -60,6 +62,29 @@ class SparseAdagrad(keras.optimizers.Adagrad):
 
   def __init__(self, *args, name=None, **kwargs):
     super().__init__(*args, name=name or "adagrad", **kwargs)
+    # Set by `apply_clipped` while it applies (traced) gradients.
+    self._clip_scale = None
+    self._weight_maxima = None
+
+  def apply_clipped(self, grads_and_vars, scale):
+    """`apply_gradients` of every gradient times `scale` (a () float32
+    tensor: the global-norm clip's factor), without writing the scaled
+    gradients: each dense one is applied by `elmo_tf.ops.fused_adagrad`
+    (where it loads) together with its scale, in one pass that also returns
+    the variable's largest |weight| after the update.
+
+    Returns:
+      {variable_key(variable): () float32 max |weight| after the update}
+      for the variables updated by the fused op (maybe none).
+    """
+    self._clip_scale = tf.convert_to_tensor(scale, tf.float32)
+    self._weight_maxima = {}
+    try:
+      self.apply_gradients(grads_and_vars)
+      return self._weight_maxima
+    finally:
+      self._clip_scale = None
+      self._weight_maxima = None
 
   def update_step(self, gradient, variable, learning_rate):
     accumulator = self._accumulators[self._get_variable_index(variable)]
@@ -68,6 +93,21 @@ class SparseAdagrad(keras.optimizers.Adagrad):
     # Keras variable would be read whole first).
     variable = _tf_variable(variable)
     accumulator = _tf_variable(accumulator)
+    scale = self._clip_scale
+    if scale is not None and not isinstance(gradient, tf.IndexedSlices):
+      if fused_adagrad.load() is not None:
+        self._weight_maxima[variable_key(variable)] = fused_adagrad.apply(
+            variable, accumulator, learning_rate, self.epsilon, gradient,
+            scale)
+        return None
+    if scale is not None:
+      # The clip as tf.clip_by_global_norm applies it.
+      if isinstance(gradient, tf.IndexedSlices):
+        gradient = tf.IndexedSlices(
+            gradient.values * tf.cast(scale, gradient.values.dtype),
+            gradient.indices, gradient.dense_shape)
+      else:
+        gradient = gradient * tf.cast(scale, gradient.dtype)
     if not isinstance(gradient, tf.IndexedSlices):
       # One fused kernel (accum += g^2; var -= lr * g / (sqrt(accum) + eps))
       # instead of Keras's six elementwise passes over each weight, whose
@@ -174,6 +214,12 @@ def updates_only_gradient_rows(optimizer) -> bool:
     return True
   return (type(optimizer) is keras.optimizers.SGD  # pylint: disable=unidiomatic-typecheck
           and not optimizer.momentum)
+
+
+def variable_key(variable):
+  """A hashable key of a (Keras or TensorFlow) variable, the same for both:
+  the key of `SparseAdagrad.apply_clipped`'s result."""
+  return _tf_variable(variable).ref()
 
 
 def _tf_variable(variable):

@@ -46,6 +46,7 @@ from elmo_tf import prepare as prepare_lib
 from elmo_tf import runtime
 from elmo_tf import warm_start
 from elmo_tf.layers import sampled_softmax as sampled_softmax_lib
+from elmo_tf.ops import fused_adagrad
 
 # Kept importable from here, where it used to live.
 TrainingError = checkpoints_lib.TrainingError
@@ -391,6 +392,13 @@ class Trainer:
     jit_compile = self.config.train.jit_compile
     if jit_compile:
       self._prepare_for_jit_compile()
+    # One replica, Adagrad, no XLA: the clip's factor goes into the
+    # optimizer's fused update (elmo_tf/ops/adagrad_kernel.cc), which also
+    # returns each dense variable's largest |weight|, instead of a scaled
+    # copy of every gradient and two more reads of every weight.
+    fused_clip = (n_replicas == 1 and not jit_compile and
+                  isinstance(optimizer, optimizers_lib.SparseAdagrad) and
+                  fused_adagrad.load() is not None)
 
     def sampler_seed(replica_id):
       # Negatives drawn from (seed, step, replica): reproducible on resume.
@@ -417,20 +425,32 @@ class Trainer:
         # vocabulary.)
         grads = [tf.convert_to_tensor(g) for g in grads]
         grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-      grads, grad_norm = tf.clip_by_global_norm(grads, clip_norm)
       # A non-finite loss or norm is not masked out of the update here (a
       # tf.where over every gradient cost 2% of the step): the host's
       # divergence guard sees it in this step's metrics and stops training
       # before anything is saved, so the last checkpoint stays good and the
       # poisoned in-memory weights are never used again.
-      if n_replicas > 1:
-        # The Keras optimizer sums gradients across replicas once more; they
-        # are already summed, so divide them back.
-        grads = [None if g is None else g / n_replicas for g in grads]
-      optimizer.apply_gradients(zip(grads, variables))
+      if fused_clip:
+        # tf.clip_by_global_norm's norm and factor (NaN when the norm is
+        # not finite), applied inside the update.
+        grad_norm = tf.linalg.global_norm(grads)
+        clip = tf.constant(clip_norm, tf.float32)
+        scale = clip * tf.minimum(1.0 / grad_norm,
+                                  tf.constant(1.0, tf.float32) / clip)
+        scale += grad_norm - grad_norm
+        known_maxima = optimizer.apply_clipped(zip(grads, variables), scale)
+      else:
+        grads, grad_norm = tf.clip_by_global_norm(grads, clip_norm)
+        if n_replicas > 1:
+          # The Keras optimizer sums gradients across replicas once more;
+          # they are already summed, so divide them back.
+          grads = [None if g is None else g / n_replicas for g in grads]
+        optimizer.apply_gradients(zip(grads, variables))
+        known_maxima = {}
       # Read after the update (automatic control dependencies order the
       # reads after the assignments): the divergence guard's weight rule.
-      weight_max = _updated_weights_max(variables, grads, rows_only_updates)
+      weight_max = _updated_weights_max(variables, grads, rows_only_updates,
+                                        known_maxima)
       metrics = {
           "loss": outputs["loss"],
           "forward_loss": outputs["forward_loss"],
@@ -666,7 +686,8 @@ class Trainer:
     return results
 
 
-def _updated_weights_max(variables, grads, rows_only_updates: bool):
+def _updated_weights_max(variables, grads, rows_only_updates: bool,
+                         known_maxima=None):
   """Largest |weight| the step's update can have changed: () float32.
 
   With an optimizer that changes only the rows of an IndexedSlices
@@ -675,11 +696,16 @@ def _updated_weights_max(variables, grads, rows_only_updates: bool):
   negatives, not its (vocab_size + 1, dim) matrix); every other variable is
   read whole. The other rows kept the values an earlier step (or the first
   step's full check, `_all_weights_max`) checked. NaN propagates through
-  reduce_max.
+  reduce_max. `known_maxima` ({optimizers.variable_key: () float32}) holds
+  the maxima the optimizer's fused update already returned.
   """
+  known_maxima = known_maxima or {}
   maxima = []
   for variable, grad in zip(variables, grads):
-    if rows_only_updates and isinstance(grad, tf.IndexedSlices):
+    key = optimizers_lib.variable_key(variable)
+    if key in known_maxima:
+      maxima.append(known_maxima[key])
+    elif rows_only_updates and isinstance(grad, tf.IndexedSlices):
       rows = tf.gather(variable.value, grad.indices)  # (rows, ...)
       # A zero in front: the max of no rows would be -inf.
       maxima.append(tf.reduce_max(tf.concat(

@@ -340,6 +340,12 @@ class TrainerTest(unittest.TestCase):
     visit(graph)
     self.assertEqual(found, [])
     self.assertIn("ResourceScatterSub", types)  # The graph was searched.
+    # Dense variables: the clip's factor inside one fused update each,
+    # which also returns the guard's |weight| max (no scaled copies, no
+    # reductions over the weights).
+    self.assertIn("ElmoApplyAdagradScaled", types)
+    self.assertNotIn("ResourceApplyAdagradV2", types)
+    self.assertNotIn("Min", types)
 
   def test_guard_checks_every_weight_on_the_first_step(self):
     # Later steps read only the rows their update wrote; the first step of

@@ -68,13 +68,14 @@ want=$(cat elmo_tf/ops/*_kernel.cc elmo_tf/ops/kernel_library.py requirements.tx
 if [ "$(cat "$KERNEL_STAMP" 2>/dev/null)" != "$want" ] ||
    ! compgen -G "$OPS_CACHE/lstmp_kernel-*.so" >/dev/null ||
    ! compgen -G "$OPS_CACHE/window_max_kernel-*.so" >/dev/null ||
-   ! compgen -G "$OPS_CACHE/highway_kernel-*.so" >/dev/null; then
-  echo "setup: building the custom ops (fused LSTMP, window max, highway gate)"
+   ! compgen -G "$OPS_CACHE/highway_kernel-*.so" >/dev/null ||
+   ! compgen -G "$OPS_CACHE/adagrad_kernel-*.so" >/dev/null; then
+  echo "setup: building the custom ops (fused LSTMP, window max, highway gate, fused Adagrad)"
   if TF_CPP_MIN_LOG_LEVEL=3 "$VENV/bin/python" - 2>/dev/null <<'PY'
 import sys
-from elmo_tf.ops import fused_lstmp, highway_gate, window_max
+from elmo_tf.ops import fused_adagrad, fused_lstmp, highway_gate, window_max
 failed = False
-for module in (fused_lstmp, window_max, highway_gate):
+for module in (fused_lstmp, window_max, highway_gate, fused_adagrad):
     if module.load() is None:
         print("setup: a custom op did not build (training uses TensorFlow's "
               "ops instead):", module.failure())
