@@ -251,13 +251,28 @@ class SampledSoftmax(keras.layers.Layer):
     # Logits corrected by the log expected counts (log Q).
     true_logits = (tf.reduce_sum(hidden * rows[:n], -1) + row_bias[:n]
                    - tf.math.log(true_expected))  # (N,)
-    sampled_logits = (tf.matmul(hidden, rows[n:], transpose_b=True)
-                      + row_bias[n:] - tf.math.log(sampled_expected))  # (N, S)
-    # A negative that is the row's own target is no negative.
-    hits = targets[:, None] == sampled[None, :]  # (N, S)
-    sampled_logits = tf.where(hits, tf.float32.min, sampled_logits)
-    all_logits = tf.concat([true_logits[:, None], sampled_logits], 1)
-    return tf.reduce_logsumexp(all_logits, -1) - true_logits  # (N,)
+    sampled_rows = rows[n:]  # (S, dim)
+    sampled_bias = row_bias[n:] - tf.math.log(sampled_expected)  # (S,)
+
+    def losses(part_hidden, part_targets, part_true_logits):
+      """Losses of some of the rows: (n', dim), (n',), (n',) -> (n',)."""
+      sampled_logits = (tf.matmul(part_hidden, sampled_rows, transpose_b=True)
+                        + sampled_bias)  # (n', S)
+      # A negative that is the row's own target is no negative.
+      hits = part_targets[:, None] == sampled[None, :]  # (n', S)
+      sampled_logits = tf.where(hits, tf.float32.min, sampled_logits)
+      all_logits = tf.concat([part_true_logits[:, None], sampled_logits], 1)
+      return tf.reduce_logsumexp(all_logits, -1) - part_true_logits
+
+    # The (N, S) logits in two halves of the rows: independent ops, which
+    # TensorFlow runs side by side (one core each where the training step
+    # runs one thread per op); the negatives' rows and their gradient stay
+    # one gather, so the gradient is what one (N, S) product gives.
+    sizes = tf.stack([n // 2, n - n // 2])
+    halves = zip(tf.split(hidden, sizes, num=2),
+                 tf.split(targets, sizes, num=2),
+                 tf.split(true_logits, sizes, num=2))
+    return tf.concat([losses(*half) for half in halves], 0)  # (N,)
 
   def _full_losses(self, hidden, targets):
     kernel = tf.cast(self.kernel, tf.float32)  # (classes, dim)
