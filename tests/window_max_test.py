@@ -129,6 +129,37 @@ class WindowMaxOpTest(tf.test.TestCase):
           rows=tf.constant([0, 0, 1, 1]))
 
 
+class WindowEmbeddingsTest(tf.test.TestCase):
+
+  def test_gather_and_a_dense_table_gradient(self):
+    rng = np.random.default_rng(4)
+    ids = tf.constant(rng.integers(0, 9, size=(13, 3)).astype(np.int32))
+    d_windows = rng.normal(size=(13, 3 * 5)).astype(np.float32)
+    for dtype in (tf.float32, tf.bfloat16):
+      table = tf.cast(rng.normal(size=(9, 5)).astype(np.float32), dtype)
+      with self.subTest(dtype=dtype.name):
+        with tf.GradientTape(persistent=True) as tape:
+          tape.watch(table)
+          got = window_max.window_embeddings(table, ids)
+          want = tf.reshape(tf.gather(table, ids), (13, 15))
+          got_loss = tf.reduce_sum(got * tf.cast(d_windows, dtype))
+          want_loss = tf.reduce_sum(want * tf.cast(d_windows, dtype))
+        self.assertAllEqual(got, want)
+        got_grad = tape.gradient(got_loss, table)
+        want_grad = tf.convert_to_tensor(tape.gradient(want_loss, table))
+        self.assertIsInstance(got_grad, tf.Tensor)  # Dense, not slices.
+        self.assertEqual(got_grad.dtype, dtype)
+        tolerance = 1e-5 if dtype == tf.float32 else 0.05
+        self.assertAllClose(got_grad, want_grad, atol=tolerance,
+                            rtol=tolerance)
+
+  def test_bad_ids_are_errors(self):
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                r"ids\[1, 0\] = 9 is not in \[0, 9\)"):
+      window_max.window_embeddings(tf.zeros((9, 5)),
+                                   tf.constant([[0, 1], [9, 2]]))
+
+
 class EncoderWithWindowMaxTest(tf.test.TestCase):
 
   def setUp(self):

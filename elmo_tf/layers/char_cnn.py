@@ -95,8 +95,11 @@ class _MaxPooledConvolution(keras.layers.Layer):
         every row at least once. Starts past the last window of a row
         (slots - width) are moved back to it: a repeated window leaves the
         max unchanged.
-      window_max_kernel: with row_windows, take the max with
-        `elmo_tf.ops.window_max` (loaded) instead of tf.math.segment_max.
+      window_max_kernel: with row_windows, embed the windows with
+        `elmo_tf.ops.window_max.window_embeddings` and take the max with
+        `elmo_tf.ops.window_max` (loaded) instead of tf.gather and
+        tf.math.segment_max. `embeddings` is then the table as it is (its
+        gradient is already dense), not passed through `_dense_gradient`.
 
     Returns:
       (n, n_filters).
@@ -112,8 +115,13 @@ class _MaxPooledConvolution(keras.layers.Layer):
     id_windows = tf.gather(
         tf.reshape(char_ids, (-1,)),
         first_slot[:, None] + tf.range(self.width)[None, :])  # (w, width)
-    windows = tf.reshape(tf.gather(embeddings, id_windows),
-                         (-1, self.width * embedding_dim))
+    if window_max_kernel:
+      from elmo_tf.ops import window_max  # pylint: disable=g-import-not-at-top
+      # (w, width * embedding_dim); its gradient is the table's, dense.
+      windows = window_max.window_embeddings(embeddings, id_windows)
+    else:
+      windows = tf.reshape(tf.gather(embeddings, id_windows),
+                           (-1, self.width * embedding_dim))
     kernel = tf.reshape(tf.cast(self.kernel, embeddings.dtype),
                         (self.width * embedding_dim, self.n_filters))
     features = tf.matmul(windows, kernel)  # (w, n_filters)
@@ -313,9 +321,10 @@ class CharacterEncoder(keras.layers.Layer):
           conv.n_filters < _MIN_FILTERS_FOR_BFLOAT16):
         dtype = tf.float32
       if dtype not in tables:
-        tables[dtype] = _dense_gradient(tf.cast(
-            self.char_embedding.embeddings,
-            dtype))  # (n_characters, embedding_dim)
+        table = tf.cast(self.char_embedding.embeddings,
+                        dtype)  # (n_characters, embedding_dim)
+        # (The window ops' gradient of the table is dense already.)
+        tables[dtype] = table if use_kernel else _dense_gradient(table)
       # Max over the slots of a valid convolution, (n, filters).
       pooled.append(tf.cast(
           conv(char_ids, embeddings=tables[dtype], row_windows=row_windows,

@@ -56,3 +56,24 @@ def _window_max_grad(op, d_pooled, unused_d_argmax):
   d_features = load().elmo_window_max_grad(d_pooled=d_pooled, argmax=argmax,
                                            rows=rows)
   return d_features, None, None
+
+
+def window_embeddings(table, ids):
+  """(windows, width * dim): the character embeddings of each window.
+
+  `tf.reshape(tf.gather(table, ids), (windows, -1))`, with a gradient
+  that sums straight into the (dense) table instead of tf.gather's
+  IndexedSlices of one row per character (then summed by an
+  UnsortedSegmentSum). Args (`load()` must have succeeded):
+    table: (n_characters, dim) float32 or bfloat16.
+    ids: (windows, width) int32 in [0, n_characters).
+  """
+  return load().elmo_window_embeddings(table=table, ids=ids)
+
+
+@tf.RegisterGradient("ElmoWindowEmbeddings")
+def _window_embeddings_grad(op, d_windows):
+  table, ids = op.inputs
+  d_table = load().elmo_window_embeddings_grad(
+      d_windows=d_windows, ids=ids, num_ids=tf.shape(table)[0])
+  return d_table, None
