@@ -118,10 +118,12 @@ class CharCNNConfig(_JsonMixin):
   # convolve only the windows that start inside each token (and one after
   # it), not all 50 slots.
   trim_padding: bool = True
-  # Speed only: with trim_padding, the max over each token's windows and its
-  # gradient as one custom op each (elmo_tf/ops/window_max_kernel.cc) where
-  # it builds, instead of tf.math.segment_max and its seven-op gradient.
-  # Never part of an exported SavedModel.
+  # Speed only: with trim_padding, the window ops (elmo_tf/ops/
+  # window_max_kernel.cc) where they build: the windows' character
+  # embeddings, whose gradient sums straight into the table (not
+  # tf.gather's IndexedSlices of one row per character), and the max over
+  # each token's windows with a one-pass gradient (not tf.math.segment_max
+  # and its seven-op gradient). Never part of an exported SavedModel.
   window_max_kernel: bool = True
   # Speed only: the highway layers' elementwise math (bias adds, sigmoid,
   # relu, gated mix) and its gradient as one custom op each
