@@ -31,15 +31,10 @@ _LIBRARY = kernel_library.KernelLibrary("lstmp_kernel.cc",
                                         "the fused LSTMP kernel")
 
 
-def load():
-  """The loaded op module, building it first if needed; None (with the
-  reason logged once) when it cannot be built or loaded."""
-  return _LIBRARY.load()
-
-
-def failure() -> Optional[str]:
-  """Why `load()` returned None (None if it did not, or was not called)."""
-  return _LIBRARY.failure()
+# The loaded op module (built first if needed), None when it cannot be;
+# why not (`KernelLibrary.load`, `.failure`).
+load = _LIBRARY.load
+failure = _LIBRARY.failure
 
 
 _amx_available: Optional[bool] = None

@@ -29,6 +29,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "tensorflow/core/framework/op.h"
@@ -45,19 +46,38 @@ using Array = Eigen::Array<float, Eigen::Dynamic, 1>;
 using ArrayMap = Eigen::Map<Array>;
 using ConstArrayMap = Eigen::Map<const Array>;
 
-// One row of n values of T as float32 in `buffer` (float rows are used in
-// place: the returned pointer).
-inline const float* RowAsFloat(const float* row, int64_t n, float* buffer) {
-  return row;
-}
-inline const float* RowAsFloat(const bfloat16* row, int64_t n,
-                               float* buffer) {
-  // bfloat16 is the high half of a float32.
-  const uint16_t* bits = reinterpret_cast<const uint16_t*>(row);
-  uint32_t* wide = reinterpret_cast<uint32_t*>(buffer);
+// out = the n bfloat16 values of `in` as float32 (exact: bfloat16 is the
+// high half of a float32).
+inline void Widen(const bfloat16* in, int64_t n, float* out) {
+  const uint16_t* bits = reinterpret_cast<const uint16_t*>(in);
+  uint32_t* wide = reinterpret_cast<uint32_t*>(out);
   for (int64_t i = 0; i < n; ++i) wide[i] = static_cast<uint32_t>(bits[i]) << 16;
-  return buffer;
 }
+
+// The rows of an (N, D) input of T as float32, one at a time: float rows
+// in place, bfloat16 rows widened into one buffer that every row reuses.
+template <typename T>
+class FloatRows {
+ public:
+  FloatRows(const T* data, int64_t dim) : data_(data), dim_(dim) {
+    if (!std::is_same<T, float>::value) buffer_.resize(dim);
+  }
+
+  ConstArrayMap Row(int64_t r) {
+    return ConstArrayMap(AsFloat(data_ + r * dim_), dim_);
+  }
+
+ private:
+  const float* AsFloat(const float* row) { return row; }
+  const float* AsFloat(const bfloat16* row) {
+    Widen(row, dim_, buffer_.data());
+    return buffer_.data();
+  }
+
+  const T* data_;
+  int64_t dim_;
+  std::vector<float> buffer_;
+};
 
 // A float32 row stored as T, rounded to nearest even for bfloat16 (NaN
 // stays NaN).
@@ -126,23 +146,19 @@ class HighwayGateOp : public OpKernel {
     OP_REQUIRES_OK(ctx, CheckInputs(ctx, 0, 3, &rows, &dim));
     Tensor* y;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &y));
-    const T* carry_z = ctx->input(0).flat<T>().data();
-    const T* transform_z = ctx->input(1).flat<T>().data();
-    const T* x = ctx->input(2).flat<T>().data();
+    FloatRows<T> carry_z(ctx->input(0).flat<T>().data(), dim);
+    FloatRows<T> transform_z(ctx->input(1).flat<T>().data(), dim);
+    FloatRows<T> x(ctx->input(2).flat<T>().data(), dim);
     ConstArrayMap carry_bias(ctx->input(3).flat<float>().data(), dim);
     ConstArrayMap transform_bias(ctx->input(4).flat<float>().data(), dim);
     T* out = y->flat<T>().data();
-    Array a_buffer(dim), b_buffer(dim), c_buffer(dim), gate(dim), y_row(dim);
+    Array gate(dim), y_row(dim);
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t offset = r * dim;
-      ConstArrayMap zc(RowAsFloat(carry_z + offset, dim, a_buffer.data()),
-                       dim);
-      ConstArrayMap zt(RowAsFloat(transform_z + offset, dim, b_buffer.data()),
-                       dim);
-      ConstArrayMap xr(RowAsFloat(x + offset, dim, c_buffer.data()), dim);
-      gate = (zc + carry_bias).logistic();
-      y_row = xr + gate * ((zt + transform_bias).max(0.0f) - xr);
-      StoreRow(y_row.data(), dim, out + offset);
+      const ConstArrayMap xr = x.Row(r);
+      gate = (carry_z.Row(r) + carry_bias).logistic();
+      y_row = xr + gate * ((transform_z.Row(r) + transform_bias).max(0.0f) -
+                           xr);
+      StoreRow(y_row.data(), dim, out + r * dim);
     }
   }
 };
@@ -185,10 +201,10 @@ class HighwayGateGradOp : public OpKernel {
                                              &d_carry_bias_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({dim}),
                                              &d_transform_bias_t));
-    const T* d_y = ctx->input(0).flat<T>().data();
-    const T* carry_z = ctx->input(1).flat<T>().data();
-    const T* transform_z = ctx->input(2).flat<T>().data();
-    const T* x = ctx->input(3).flat<T>().data();
+    FloatRows<T> d_y(ctx->input(0).flat<T>().data(), dim);
+    FloatRows<T> carry_z(ctx->input(1).flat<T>().data(), dim);
+    FloatRows<T> transform_z(ctx->input(2).flat<T>().data(), dim);
+    FloatRows<T> x(ctx->input(3).flat<T>().data(), dim);
     ConstArrayMap carry_bias(ctx->input(4).flat<float>().data(), dim);
     ConstArrayMap transform_bias(ctx->input(5).flat<float>().data(), dim);
     T* d_carry_z = d_carry_z_t->flat<T>().data();
@@ -198,18 +214,13 @@ class HighwayGateGradOp : public OpKernel {
     ArrayMap d_transform_bias(d_transform_bias_t->flat<float>().data(), dim);
     d_carry_bias.setZero();
     d_transform_bias.setZero();
-    Array dy_buffer(dim), zc_buffer(dim), zt_buffer(dim), x_buffer(dim);
     Array gate(dim), a(dim), dzc(dim), dzt(dim), dx(dim);
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t offset = r * dim;
-      ConstArrayMap dy(RowAsFloat(d_y + offset, dim, dy_buffer.data()), dim);
-      ConstArrayMap zc(RowAsFloat(carry_z + offset, dim, zc_buffer.data()),
-                       dim);
-      ConstArrayMap zt(RowAsFloat(transform_z + offset, dim, zt_buffer.data()),
-                       dim);
-      ConstArrayMap xr(RowAsFloat(x + offset, dim, x_buffer.data()), dim);
-      gate = (zc + carry_bias).logistic();
-      a = zt + transform_bias;
+      const ConstArrayMap dy = d_y.Row(r);
+      const ConstArrayMap xr = x.Row(r);
+      gate = (carry_z.Row(r) + carry_bias).logistic();
+      a = transform_z.Row(r) + transform_bias;
       dzc = dy * (a.max(0.0f) - xr) * gate * (1.0f - gate);
       dzt = (a > 0.0f).select(dy * gate, 0.0f);
       dx = dy * (1.0f - gate);
@@ -259,10 +270,8 @@ class CastToFloatOp : public OpKernel {
     const Tensor& x = ctx->input(0);
     Tensor* y;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
-    float* out = y->flat<float>().data();
-    const float* converted =
-        RowAsFloat(x.flat<bfloat16>().data(), x.NumElements(), out);
-    (void)converted;  // == out
+    Widen(x.flat<bfloat16>().data(), x.NumElements(),
+          y->flat<float>().data());
   }
 };
 

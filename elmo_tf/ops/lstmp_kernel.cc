@@ -553,10 +553,6 @@ class ElmoLstmpSequenceOp : public OpKernel {
     ConstMatrixMap w_h_m(kernel_data + static_cast<int64_t>(I) * 4 * H, P,
                          4 * H);
     ConstMatrixMap w_p_m(projection.flat<float>().data(), H, P);
-    const int64_t rows = static_cast<int64_t>(B) * T;
-    // The pre-activations of every step (x's part), step by step with h's
-    // part and the bias added.
-    MatrixMap z_all(gates->flat<float>().data(), rows, 4 * H);
     // The bias, with the forget bias added to the f block: (1, 4H).
     Eigen::RowVectorXf gate_bias =
         Eigen::Map<const Eigen::RowVectorXf>(bias.flat<float>().data(), 4 * H);
@@ -578,10 +574,13 @@ class ElmoLstmpSequenceOp : public OpKernel {
       a_xh = amx::Buffer(static_cast<int64_t>(B) * (I + P));
       a_m = amx::Buffer(static_cast<int64_t>(B) * H);
       amx::ConfigureTiles();
-    } else if (rows > 0) {
-      // The input part of every step: x @ W_x in one matmul. (The bias is
-      // added with the activations, while each step's z is in cache.)
-      z_all.noalias() = ConstMatrixMap(x.flat<float>().data(), rows, I) * w_x_m;
+    } else if (T > 0) {
+      // float32: the pre-activations' input part of every step, x @ W_x in
+      // one matmul, into `gates`; each step adds h's part, then the bias
+      // with the activations (while the step's z is in cache).
+      const int64_t rows = static_cast<int64_t>(B) * T;
+      MatrixMap(gates->flat<float>().data(), rows, 4 * H).noalias() =
+          ConstMatrixMap(x.flat<float>().data(), rows, I) * w_x_m;
     }
     const float* h_prev_base = h0.flat<float>().data();
     const float* c_prev_base = c0.flat<float>().data();

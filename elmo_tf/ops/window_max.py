@@ -13,8 +13,6 @@ The kernel is C++ compiled on first use (`elmo_tf.ops.kernel_library`);
 tf.math.segment_max. It is never part of an exported SavedModel.
 """
 
-from typing import Optional
-
 import tensorflow as tf
 
 from elmo_tf.ops import kernel_library
@@ -23,15 +21,10 @@ _LIBRARY = kernel_library.KernelLibrary("window_max_kernel.cc",
                                         "the window max kernel")
 
 
-def load():
-  """The loaded op module, building it first if needed; None (with the
-  reason logged once) when it cannot be built or loaded."""
-  return _LIBRARY.load()
-
-
-def failure() -> Optional[str]:
-  """Why `load()` returned None (None if it did not, or was not called)."""
-  return _LIBRARY.failure()
+# The loaded op module (built first if needed), None when it cannot be;
+# why not (`KernelLibrary.load`, `.failure`).
+load = _LIBRARY.load
+failure = _LIBRARY.failure
 
 
 def window_max(features, rows, num_rows):

@@ -509,34 +509,19 @@ class ElmoWindowEmbeddingsGradOp : public OpKernel {
   }
 };
 
-REGISTER_KERNEL_BUILDER(
-    Name("ElmoWindowEmbeddings").Device(DEVICE_CPU).TypeConstraint<float>("T"),
-    ElmoWindowEmbeddingsOp<float>);
-REGISTER_KERNEL_BUILDER(Name("ElmoWindowEmbeddings")
-                            .Device(DEVICE_CPU)
-                            .TypeConstraint<bfloat16>("T"),
-                        ElmoWindowEmbeddingsOp<bfloat16>);
-REGISTER_KERNEL_BUILDER(Name("ElmoWindowEmbeddingsGrad")
-                            .Device(DEVICE_CPU)
-                            .TypeConstraint<float>("T"),
-                        ElmoWindowEmbeddingsGradOp<float>);
-REGISTER_KERNEL_BUILDER(Name("ElmoWindowEmbeddingsGrad")
-                            .Device(DEVICE_CPU)
-                            .TypeConstraint<bfloat16>("T"),
-                        ElmoWindowEmbeddingsGradOp<bfloat16>);
-
-REGISTER_KERNEL_BUILDER(
-    Name("ElmoWindowMax").Device(DEVICE_CPU).TypeConstraint<float>("T"),
-    ElmoWindowMaxOp<float>);
-REGISTER_KERNEL_BUILDER(
-    Name("ElmoWindowMax").Device(DEVICE_CPU).TypeConstraint<bfloat16>("T"),
-    ElmoWindowMaxOp<bfloat16>);
-REGISTER_KERNEL_BUILDER(
-    Name("ElmoWindowMaxGrad").Device(DEVICE_CPU).TypeConstraint<float>("T"),
-    ElmoWindowMaxGradOp<float>);
-REGISTER_KERNEL_BUILDER(
-    Name("ElmoWindowMaxGrad").Device(DEVICE_CPU).TypeConstraint<bfloat16>("T"),
-    ElmoWindowMaxGradOp<bfloat16>);
+// Every op of this file, for float and bfloat16.
+#define REGISTER(OP, KERNEL)                                               \
+  REGISTER_KERNEL_BUILDER(                                                 \
+      Name(OP).Device(DEVICE_CPU).TypeConstraint<float>("T"),              \
+      KERNEL<float>);                                                      \
+  REGISTER_KERNEL_BUILDER(                                                 \
+      Name(OP).Device(DEVICE_CPU).TypeConstraint<bfloat16>("T"),           \
+      KERNEL<bfloat16>);
+REGISTER("ElmoWindowEmbeddings", ElmoWindowEmbeddingsOp)
+REGISTER("ElmoWindowEmbeddingsGrad", ElmoWindowEmbeddingsGradOp)
+REGISTER("ElmoWindowMax", ElmoWindowMaxOp)
+REGISTER("ElmoWindowMaxGrad", ElmoWindowMaxGradOp)
+#undef REGISTER
 
 }  // namespace
 }  // namespace tensorflow
