@@ -204,7 +204,8 @@ class ProjectedLSTMTest(tf.test.TestCase):
     left = np.arange(self.time)[None, :] >= (self.time - self.lengths[:, None])
     return {"none": None, "right": right, "left": left}
 
-  def _outputs_and_gradients(self, layer, mask, initial_state, go_backwards):
+  def _outputs_and_gradients(self, layer, mask, initial_state, go_backwards,
+                             training=None):
     """Outputs, final state and d loss / d (inputs, weights, initial state)."""
     x = tf.constant(self.x)
     h0, c0 = (tf.constant(self.h0), tf.constant(self.c0))
@@ -219,7 +220,7 @@ class ProjectedLSTMTest(tf.test.TestCase):
       outputs, (h, c) = layer(
           x, mask=None if mask is None else tf.constant(mask),
           initial_state=(h0, c0) if initial_state else None,
-          go_backwards=go_backwards)
+          go_backwards=go_backwards, training=training)
       loss = (tf.reduce_sum(outputs * w_out) + tf.reduce_sum(h * w_h)
               + tf.reduce_sum(c * w_c))
     sources = [x, layer.kernel, layer.bias, layer.projection]
@@ -233,13 +234,16 @@ class ProjectedLSTMTest(tf.test.TestCase):
              "d_projection", "d_h0", "d_c0"]
     for mask_name, mask in self._masks().items():
       for go_backwards in (False, True):
-        for initial_state in (False, True):
+        # The loop reads its steps by slices in inference and through
+        # TensorArrays under training=True: the same values either way.
+        for initial_state, training in ((False, None), (True, None),
+                                        (True, True)):
           with self.subTest(mask=mask_name, go_backwards=go_backwards,
-                            initial_state=initial_state):
+                            initial_state=initial_state, training=training):
             got = self._outputs_and_gradients(unrolled, mask, initial_state,
                                               go_backwards)
             want = self._outputs_and_gradients(looping, mask, initial_state,
-                                               go_backwards)
+                                               go_backwards, training)
             self.assertLen(got, len(want))
             for name, a, b in zip(names, got, want):
               self.assertIsNotNone(a, name)
@@ -302,6 +306,28 @@ class ProjectedLSTMTest(tf.test.TestCase):
     self.assertNotEqual(self._while_ops(short, static), [])
     never = self._make_layer(static_unroll_max_steps=0)
     self.assertNotEqual(self._while_ops(never, static), [])
+
+  def test_inference_loop_reads_steps_without_copying_them(self):
+    # Unstacking (time, batch, 4 * cell) into a TensorArray copies it; the
+    # inference loop slices it instead. Training keeps the TensorArrays,
+    # whose gradient is linear in time.
+    layer = self._make_layer(static_unroll_max_steps=0)
+    spec = tf.TensorSpec((None, None, self.input_dim), tf.float32)
+
+    def op_types(training):
+      run = tf.function(lambda x: layer(x, training=training)[0])
+      graph_def = run.get_concrete_function(spec).graph.as_graph_def()
+      ops = [node.op for node in graph_def.node]
+      for function in graph_def.library.function:
+        ops += [node.op for node in function.node_def]
+      return set(ops)
+
+    self.assertNotIn("TensorListFromTensor", op_types(False))
+    self.assertNotIn("TensorListFromTensor", op_types(None))
+    self.assertIn("TensorListFromTensor", op_types(True))
+    # Nor a Split of the gates along their last axis: an Unpack.
+    self.assertNotIn("Split", op_types(False))
+    self.assertIn("Unpack", op_types(False))
 
   def test_config_round_trip(self):
     layer = ProjectedLSTM(cell_dim=9, projection_dim=4, cell_clip=2.0,

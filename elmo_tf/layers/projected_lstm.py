@@ -71,7 +71,10 @@ class ProjectedLSTM(keras.layers.Layer):
     initial_state: optional tuple (h (batch, projection_dim),
       c (batch, cell_dim)); zeros by default.
     go_backwards: read each row's real tokens right to left.
-    training: unused (no dropout inside the layer).
+    training: no dropout inside the layer; under `training=True` (or a
+      tensor) a dynamic-length loop reads its steps through TensorArrays,
+      whose gradient is linear in time; otherwise through slices (faster,
+      for inference).
 
   Returns:
     (outputs (batch, time, projection_dim), (h_final, c_final)).
@@ -191,13 +194,17 @@ class ProjectedLSTM(keras.layers.Layer):
       (batch, 1) bool or None (no padding); h_prev: (batch, projection_dim);
       c_prev: (batch, cell)."""
       z = input_gates_t + tf.matmul(h_prev, recurrent_kernel)
-      # One sigmoid over all four gates (j's is unused): fewer ops per step.
-      i, _, f, o = tf.split(tf.sigmoid(z), 4, axis=-1)  # each (batch, cell)
-      j = tf.tanh(z[:, cell:2 * cell])  # (batch, cell)
-      c = f * c_prev + i * j
+      # The gates as an Unpack of a (batch, 4, cell) view, then a sigmoid
+      # or tanh per gate: on one core a Split along the last axis copied
+      # (32, 4096) floats 8x slower than this Unpack, and one sigmoid over
+      # all four gates (j's unused) cost more than three sigmoids over a
+      # quarter each (BENCHMARKS.md, "Exported LSTM step").
+      i, j, f, o = tf.unstack(tf.reshape(z, (-1, 4, cell)), axis=1)
+      c = tf.sigmoid(f) * c_prev + tf.sigmoid(i) * tf.tanh(j)  # (batch, cell)
       if self.cell_clip:
         c = tf.clip_by_value(c, -self.cell_clip, self.cell_clip)
-      h = tf.matmul(o * tf.tanh(c), projection)  # (batch, projection_dim)
+      # (batch, projection_dim)
+      h = tf.matmul(tf.sigmoid(o) * tf.tanh(c), projection)
       if self.projection_clip:
         h = tf.clip_by_value(h, -self.projection_clip, self.projection_clip)
       if keep is None:
@@ -210,7 +217,8 @@ class ProjectedLSTM(keras.layers.Layer):
           go_backwards)
     else:
       outputs, h_final, c_final = self._while_loop(
-          step, x, mask, h0, c0, input_kernel, gate_bias, go_backwards)
+          step, x, mask, h0, c0, input_kernel, gate_bias, go_backwards,
+          training)
     state = (tf.cast(h_final, tf.float32), tf.cast(c_final, tf.float32))
     return outputs, state
 
@@ -310,7 +318,7 @@ class ProjectedLSTM(keras.layers.Layer):
     return outputs, h, c
 
   def _while_loop(self, step, x, mask, h0, c0, input_kernel, gate_bias,
-                  go_backwards):
+                  go_backwards, training):
     """The recurrence in a `tf.while_loop` over a dynamic number of steps.
 
     Returns (outputs (batch, time, projection_dim), h_final, c_final).
@@ -333,19 +341,28 @@ class ProjectedLSTM(keras.layers.Layer):
     x_time_major = tf.transpose(x, (1, 0, 2))
     input_gates = tf.tensordot(x_time_major, input_kernel, axes=1) + gate_bias
     mask_time_major = tf.transpose(mask, (1, 0))[:, :, None]  # (time, batch, 1)
-    # TensorArrays (not slices of captured tensors) keep the gradient of the
-    # loop linear in time.
-    input_gates_ta = tf.TensorArray(
-        dtype, size=n_steps,
-        element_shape=tf.TensorShape([None, 4 * self.cell_dim])).unstack(
-            input_gates)
-    mask_ta = tf.TensorArray(
-        tf.bool, size=n_steps,
-        element_shape=tf.TensorShape([None, 1])).unstack(mask_time_major)
+    # A symbolic `training` takes the TensorArrays too (safe either way).
+    if not (training is None or training is False):
+      # TensorArrays (not slices of captured tensors) keep the gradient of
+      # the loop linear in time.
+      input_gates_ta = tf.TensorArray(
+          dtype, size=n_steps,
+          element_shape=tf.TensorShape([None, 4 * self.cell_dim])).unstack(
+              input_gates)
+      mask_ta = tf.TensorArray(
+          tf.bool, size=n_steps,
+          element_shape=tf.TensorShape([None, 1])).unstack(mask_time_major)
+      read_step = lambda t: (input_gates_ta.read(t), mask_ta.read(t))
+    else:
+      # Inference (exported signatures): a slice of the time-major tensors
+      # is a view of their memory, where unstacking them into TensorArrays
+      # copied all of (time, batch, 4 * cell) first (BENCHMARKS.md,
+      # "Exported LSTM step"). A gradient still flows, at a cost quadratic
+      # in time.
+      read_step = lambda t: (input_gates[t], mask_time_major[t])
 
     def body(t, h_prev, c_prev, outputs):
-      h_next, c_next = step(input_gates_ta.read(t), mask_ta.read(t), h_prev,
-                            c_prev)
+      h_next, c_next = step(*read_step(t), h_prev, c_prev)
       # Masked steps are zeroed after the loop, in one op.
       outputs = outputs.write(t, h_next)
       return t + 1, h_next, c_next, outputs

@@ -190,7 +190,8 @@ class ElmoBackbone(keras.Model):
       layer_input = self.lstm_input_dropout(x, training=training)
       initial_state = None if initial_states is None else initial_states[l]
       y, state = lstm(layer_input, mask=mask, initial_state=initial_state,
-                      go_backwards=go_backwards)  # (batch, time, P)
+                      go_backwards=go_backwards,
+                      training=training)  # (batch, time, P)
       if l >= 1 and self.model_config.lstm.use_residual:
         # bilm-tf wraps the residual cell in the dropout wrapper, so the
         # residual is the (dropped-out) LSTM input.
