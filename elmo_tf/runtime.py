@@ -78,3 +78,43 @@ def configure_threads(requested: int = AUTO) -> int:
   logging.info("TensorFlow's intra-op pool: %d thread(s) per op "
                "(intra_op_threads=%d).", threads, requested)
   return threads
+
+
+# CPU flags (Linux /proc/cpuinfo) of native bfloat16 matmul instructions.
+_BFLOAT16_MATMUL_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_has_bfloat16_matmul(cpuinfo_path: str = "/proc/cpuinfo"):
+  """Whether the CPU multiplies bfloat16 natively (AMX or AVX512_BF16).
+
+  Without either, oneDNN converts bfloat16 to float32 around every matmul
+  and `mixed_bfloat16` runs slower than float32 (BENCHMARKS.md: 0.41-0.45x
+  for the `small` size on an Intel Xeon with AVX-512 but neither). None when
+  the flags cannot be read (not Linux).
+  """
+  try:
+    with open(cpuinfo_path, encoding="utf-8", errors="replace") as f:
+      for line in f:
+        if line.startswith("flags"):
+          flags = set(line.split(":", 1)[1].split())
+          return any(flag in flags for flag in _BFLOAT16_MATMUL_FLAGS)
+  except OSError:
+    return None
+  return None
+
+
+def warn_if_bfloat16_is_emulated(mixed_precision: str,
+                                 cpuinfo_path: str = "/proc/cpuinfo") -> bool:
+  """Logs a warning when `mixed_bfloat16` is asked for on a CPU without
+  bfloat16 matmul instructions; returns whether it warned."""
+  if mixed_precision != "mixed_bfloat16":
+    return False
+  if cpu_has_bfloat16_matmul(cpuinfo_path) is not False:
+    return False
+  logging.warning(
+      "mixed_precision='mixed_bfloat16' on a CPU without bfloat16 matmul "
+      "instructions (neither %s in %s): TensorFlow emulates them and "
+      "training runs slower than in float32 (about 0.4x on the benchmark "
+      "machine, BENCHMARKS.md). Use mixed_precision='float32' here.",
+      " nor ".join(_BFLOAT16_MATMUL_FLAGS), cpuinfo_path)
+  return True

@@ -233,6 +233,7 @@ class Trainer:
     self.divergence_guard = DivergenceGuard.from_config(config.train)
     checkpoints_lib.check_or_write_model_dir(config, self.write_dir, vocab)
     checkpoints_lib.set_precision(config.train.mixed_precision)
+    runtime.warn_if_bfloat16_is_emulated(config.train.mixed_precision)
     keras.utils.set_random_seed(config.train.seed)
     with self.strategy.scope():
       self.model = checkpoints_lib.build_model(config.model)

@@ -5,6 +5,7 @@ after."""
 import os
 import subprocess
 import sys
+import tempfile
 import unittest
 from unittest import mock
 
@@ -71,6 +72,38 @@ class ConfigureThreadsTest(unittest.TestCase):
                ".get_intra_op_parallelism_threads())",
                {"TF_NUM_INTRAOP_THREADS": "2"})
     self.assertEqual(out, "2 0")
+
+
+class Bfloat16WarningTest(unittest.TestCase):
+  """mixed_bfloat16 on a CPU that only emulates bfloat16 gets a warning."""
+
+  def _cpuinfo(self, flags: str) -> str:
+    path = os.path.join(self.enterContext(tempfile.TemporaryDirectory()), "cpuinfo")
+    with open(path, "w", encoding="utf-8") as f:
+      f.write("processor\t: 0\nmodel name\t: Test CPU\n"
+              f"flags\t\t: fpu sse2 avx2 avx512f {flags}\n\n")
+    return path
+
+  def test_flags_decide(self):
+    self.assertFalse(runtime.cpu_has_bfloat16_matmul(self._cpuinfo("")))
+    self.assertTrue(runtime.cpu_has_bfloat16_matmul(
+        self._cpuinfo("amx_bf16 amx_tile")))
+    self.assertTrue(runtime.cpu_has_bfloat16_matmul(
+        self._cpuinfo("avx512_bf16")))
+    self.assertIsNone(runtime.cpu_has_bfloat16_matmul("/nonexistent/cpuinfo"))
+
+  def test_warns_only_for_mixed_bfloat16_without_the_instructions(self):
+    plain, amx = self._cpuinfo("avx512_vnni"), self._cpuinfo("amx_bf16")
+    with self.assertLogs(level="WARNING") as logs:
+      self.assertTrue(runtime.warn_if_bfloat16_is_emulated(
+          "mixed_bfloat16", plain))
+    self.assertIn("mixed_precision='float32'", logs.output[0])
+    self.assertFalse(runtime.warn_if_bfloat16_is_emulated("float32", plain))
+    self.assertFalse(runtime.warn_if_bfloat16_is_emulated(
+        "mixed_bfloat16", amx))
+    self.assertFalse(runtime.warn_if_bfloat16_is_emulated(
+        "mixed_bfloat16", "/nonexistent/cpuinfo"))
+
 
 
 if __name__ == "__main__":
