@@ -79,6 +79,15 @@ bench: setup
 profile: setup
 	$(PYTHON) -m bench.profile_step $(PROFILE_ARGS)
 
+# Op time of an exported SavedModel's embedding by op type
+# (bench/profile_export.py; `tokens` signature, batches of 32 PTB test
+# sentences; default the shipped English model): writes
+# bench/results/profile_export.json, trace in runs/profile_export/.
+# E.g. make profile-export PROFILE_EXPORT_ARGS="--saved_model=DIR --intra_op_threads=1"
+.PHONY: profile-export
+profile-export: setup
+	$(PYTHON) -m bench.profile_export $(PROFILE_EXPORT_ARGS)
+
 # Downstream tasks on the shipped models (bench/downstream; one TensorFlow
 # thread, about 25 minutes): writes bench/results/downstream.json.
 downstream: setup
