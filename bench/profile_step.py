@@ -67,9 +67,8 @@ from absl import flags
 from absl import logging
 
 from bench import machine
-# read_trace and load_xspace stay importable from here (tests use them).
-from bench.trace_times import TraceTimes, load_xspace, read_trace  # pylint: disable=unused-import
 from bench import train_config
+from bench.trace_times import TraceTimes, load_xspace, read_trace
 from elmo_tf import config as config_lib
 
 _PRESET = flags.DEFINE_string(

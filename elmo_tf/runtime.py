@@ -16,6 +16,10 @@ programs in bin/ (`--intra_op_threads`) call it before TensorFlow starts.
 The pool size is fixed once TensorFlow's runtime starts: called later,
 `configure_threads` leaves it and logs why. The environment variable
 TF_NUM_INTRAOP_THREADS, when set, wins over both.
+
+`warn_if_bfloat16_is_emulated` (called by the trainer) says when
+`mixed_bfloat16` is asked for on a CPU that has no bfloat16 matmul
+instructions, where it trains slower than float32.
 """
 
 import os
