@@ -8,8 +8,9 @@ forward op (`ElmoLstmpSequence`) and one of its gradient
 (`ElmoLstmpSequenceGrad`) on random inputs, median of --lstmp_calls calls
 after 5 warm-up calls, and the matmul rate that implies (the op runs on
 one core). Both precisions include the LSTM's input matmul, as training
-calls the op: float32, and where the CPU has AMX also the mixed_bfloat16
-path (bfloat16 operands on AMX tiles). Writes
+calls the op: float32, and where the CPU has AMX or AVX512-BF16 also the
+mixed_bfloat16 path (bfloat16 operands on AMX tiles or in VDPBF16PS dot
+products; the JSON names which). Writes
 bench/results/fused_lstmp.json.
 """
 
@@ -74,7 +75,7 @@ def measure(batch: int, steps: int, cell: int, proj: int, calls: int) -> dict:
   # Both precisions as training calls them: the input matmul in the op.
   paths = [("", dict(x=x, kernel=kernel, forget_bias=1.0,
                      bf16_matmuls=False), recurrent_flops + input_flops)]
-  if fused_lstmp.amx_available():
+  if fused_lstmp.bfloat16_backend() != "none":
     paths.append(("bf16_", dict(x=x, kernel=kernel, forget_bias=1.0,
                                 bf16_matmuls=True),
                   recurrent_flops + input_flops))
@@ -115,6 +116,7 @@ def main(argv):
           timespec="seconds"),
       "machine": {"cpu": machine.cpu_model(), "cpu_count": os.cpu_count()},
       "tensorflow": tf.__version__,
+      "bfloat16_backend": fused_lstmp.bfloat16_backend(),
       "command": " ".join(["python", "-m", "bench.fused_lstmp_bench"] +
                           sys.argv[1:]),
       "calls": _CALLS.value,

@@ -126,8 +126,8 @@ _SHORTCUTS = {
     "seed": ("train.seed", flags.DEFINE_integer, None, "Random seed."),
     "mixed_precision": ("train.mixed_precision", flags.DEFINE_enum,
                         config_lib.MIXED_PRECISIONS,
-                        "mixed_bfloat16 pays off on CPUs with fast bfloat16 "
-                        "matmuls (AMX); see BENCHMARKS.md."),
+                        "mixed_bfloat16 pays off on CPUs with bfloat16 "
+                        "matmuls (AMX, AVX512_BF16); see BENCHMARKS.md."),
     "jit_compile": ("train.jit_compile", flags.DEFINE_bool, None,
                     "Compile the train step with XLA."),
     "intra_op_threads": ("train.intra_op_threads", flags.DEFINE_integer,

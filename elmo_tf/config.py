@@ -166,9 +166,10 @@ class LSTMConfig(_JsonMixin):
   # evaluation; exported SavedModels never contain it.
   fused_kernel: bool = True
   # Under mixed_bfloat16, the fused kernel's matmuls read bfloat16 operands
-  # and accumulate in float32 on AMX tiles (where the CPU has AMX and batch,
-  # cell and projection are multiples of 32), as mixed precision does for
-  # every other matmul; False keeps them in float32.
+  # and accumulate in float32, on AMX tiles or as AVX512-BF16 dot products
+  # (where the CPU has either and batch, cell and projection are multiples
+  # of 32), as mixed precision does for every other matmul; False keeps
+  # them in float32.
   fused_kernel_bfloat16_matmuls: bool = True
 
 

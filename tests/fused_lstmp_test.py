@@ -204,7 +204,8 @@ def _bfloat16_matmul_forward(x, keep, h0, c0, kernel, bias, projection,
 
 
 class BFloat16MatmulsTest(tf.test.TestCase):
-  """`bf16_matmuls` (mixed_bfloat16): AMX tiles where the CPU has them."""
+  """`bf16_matmuls` (mixed_bfloat16): AMX tiles or AVX512-BF16 dot
+  products where the CPU has them."""
 
   def setUp(self):
     super().setUp()
@@ -244,19 +245,51 @@ class BFloat16MatmulsTest(tf.test.TestCase):
     return [v.numpy() for v in
             [h_seq, c_seq, h_last, c_last] + tape.gradient(loss, inputs)]
 
-  def test_amx_is_reported_as_the_cpu_has_it(self):
+  def test_backend_is_reported_as_the_cpu_has_it(self):
     with open("/proc/cpuinfo", encoding="utf-8") as f:
-      flags = f.read()
-    has_amx = " amx_bf16" in flags and " amx_tile" in flags
-    # The kernel may refuse AMX only if Linux refuses the tile state.
-    self.assertLessEqual(fused_lstmp.amx_available(), has_amx)
+      flags = set(f.read().split())
+    has_avx512_bf16 = {"avx512f", "avx512bw", "avx512_bf16"} <= flags
+    has_amx = has_avx512_bf16 and {"amx_bf16", "amx_tile"} <= flags
+    backend = fused_lstmp.bfloat16_backend()
+    # AVX512-BF16 is the fallback wherever AMX is refused (Linux may refuse
+    # the tile state).
+    expected = {"avx512_bf16"} | ({"amx"} if has_amx else set())
+    self.assertIn(backend, expected if has_avx512_bf16 else {"none"})
+
+  def test_every_backend_of_the_cpu_keeps_bfloat16_operands(self):
+    # $ELMO_TF_LSTMP_BFLOAT16 picks a lesser backend than the CPU's best,
+    # so that an AMX machine runs the AVX512-BF16 code too.
+    lesser = {"amx": ["amx", "avx512_bf16", "none"],
+              "avx512_bf16": ["avx512_bf16", "none"], "none": ["none"]}
+    float32 = self._run(False, reverse=False)
+    # No clips for the gradients (a value rounded across a clip's edge flips
+    # its gradient between 0 and 1).
+    float32_no_clip = self._run(False, reverse=False, clip=0.0)
+    emulated = _bfloat16_matmul_forward(
+        self.x, self.keep, self.h0, self.c0, self.kernel, self.bias,
+        self.projection, 2.0, reverse=False)
+    float32_error = np.abs(float32[0] - emulated).mean()
+    for backend in lesser[fused_lstmp.bfloat16_backend()]:
+      with self.subTest(backend=backend), mock.patch.dict(
+          os.environ, {"ELMO_TF_LSTMP_BFLOAT16": backend}):
+        self.assertEqual(fused_lstmp.bfloat16_backend(), backend)
+        got = self._run(True, reverse=False)
+        if backend == "none":
+          for g, e in zip(got, float32):
+            self.assertAllEqual(g, e)
+          continue
+        self.assertLess(np.abs(got[0] - emulated).mean(), float32_error / 20)
+        got = self._run(True, reverse=False, clip=0.0)
+        for g, e in zip(got, float32_no_clip):  # gradients included
+          self.assertAllClose(g, e, atol=0.01 * np.abs(e).max(), rtol=0.01)
+          self.assertNotAllClose(g, e, atol=0, rtol=0)
 
   def test_forward_matches_bfloat16_operands_with_float32_sums(self):
     for reverse in (False, True):
       with self.subTest(reverse=reverse):
         h_seq = self._run(True, reverse)[0]
         float32_h_seq = self._run(False, reverse)[0]
-        if not fused_lstmp.amx_available():  # float32 matmuls run instead.
+        if fused_lstmp.bfloat16_backend() == "none":  # float32 ran instead.
           self.assertAllEqual(h_seq, float32_h_seq)
           continue
         emulated = _bfloat16_matmul_forward(
@@ -282,11 +315,11 @@ class BFloat16MatmulsTest(tf.test.TestCase):
         with self.subTest(reverse=reverse, value=name):
           # bfloat16 keeps 8 bits: errors of a few 2^-9 of the largest value.
           self.assertAllClose(g, e, atol=0.01 * np.abs(e).max(), rtol=0.01)
-          if not fused_lstmp.amx_available():
+          if fused_lstmp.bfloat16_backend() == "none":
             self.assertAllEqual(g, e)
       # The all-padding row carries its state, bit for bit.
       self.assertAllEqual(got[2][7], self.h0[7])
-      if fused_lstmp.amx_available():  # The tiles ran: not float32's numbers.
+      if fused_lstmp.bfloat16_backend() != "none":  # Not float32's numbers.
         for g, e in zip(got[4:], expected[4:]):
           self.assertNotAllClose(g, e, atol=0, rtol=0)
 

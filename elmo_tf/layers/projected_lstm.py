@@ -60,8 +60,9 @@ class ProjectedLSTM(keras.layers.Layer):
       each (`elmo_tf.ops.fused_lstmp`) when the kernel loads, with float32
       state; otherwise the TensorFlow ops above. Same math.
     fused_kernel_bfloat16_matmuls: under a bfloat16 compute dtype, the
-      fused kernel's matmuls read bfloat16 operands (AMX tiles, float32
-      accumulation) where the CPU has AMX; otherwise they run in float32.
+      fused kernel's matmuls read bfloat16 operands (float32 accumulation,
+      on AMX tiles or as AVX512-BF16 dot products) where the CPU has
+      either; otherwise they run in float32.
     Unset arguments take their defaults from `LSTMConfig`.
     **kwargs: standard `keras.layers.Layer` arguments.
 
@@ -267,14 +268,14 @@ class ProjectedLSTM(keras.layers.Layer):
     # The kernel's inputs, state and elementwise math are float32 (under
     # mixed_bfloat16 too: the cell state would lose precision over the
     # steps), on the float32 weights themselves. Under mixed_bfloat16 its
-    # matmuls may round their operands to bfloat16 (on AMX tiles), as every
-    # other matmul of the model does.
+    # matmuls may round their operands to bfloat16 (on AMX tiles or in
+    # AVX512-BF16 dot products), as every other matmul of the model does.
     bf16_matmuls = (x.dtype == tf.bfloat16 and
                     self.fused_kernel_bfloat16_matmuls)
     f32 = lambda t: tf.cast(t, tf.float32)
     attrs = dict(cell_clip=self.cell_clip, proj_clip=self.projection_clip,
                  reverse=go_backwards, bf16_matmuls=bf16_matmuls)
-    # The op computes the input part x @ W_x + b too (on AMX tiles under
+    # The op computes the input part x @ W_x + b too (in bfloat16 under
     # mixed_bfloat16): no (batch, time, 4 * cell) matmul, bias add, cast or
     # kernel-gradient concat outside it. In float32 its Eigen matmul runs on
     # one thread, but the two directions' ops run side by side on the two

@@ -5,7 +5,8 @@ its registered gradient runs the backward pass in one more, instead of ~15
 TensorFlow ops per time step and ~30 in the gradient (see the kernel's
 header for the math and why). `elmo_tf.layers.projected_lstm` uses it when
 `LSTMConfig.fused_kernel` is on, for training on CPU (float32, and under
-mixed_bfloat16 with bfloat16 matmuls on AMX where the CPU has it).
+mixed_bfloat16 with bfloat16 matmuls on AMX or AVX512-BF16 where the CPU
+has them).
 
 The kernel is C++ compiled on first use for this machine's CPU
 (`elmo_tf.ops.kernel_library`); when it cannot be built or loaded, `load()`
@@ -21,8 +22,6 @@ anywhere.
         proj_clip=3.0, forget_bias=1.0)
 """
 
-from typing import Optional
-
 import tensorflow as tf
 
 from elmo_tf.ops import kernel_library
@@ -37,22 +36,20 @@ load = _LIBRARY.load
 failure = _LIBRARY.failure
 
 
-_amx_available: Optional[bool] = None
+def bfloat16_backend() -> str:
+  """What runs `bf16_matmuls` here: "amx" (AMX tiles), "avx512_bf16"
+  (VDPBF16PS dot products, e.g. AMD EPYC Zen 4) or "none" (float32 matmuls;
+  also without the op). The best the CPU has, unless
+  $ELMO_TF_LSTMP_BFLOAT16 asks for a lesser one ("avx512_bf16" or "none"),
+  which the op reads at each call.
 
-
-def amx_available() -> bool:
-  """Whether `bf16_matmuls` runs on AMX tiles here (False without the op).
-
-  Callable while a tf.function traces (the op runs eagerly, once).
+  Callable while a tf.function traces (the op runs eagerly).
   """
-  global _amx_available
-  if _amx_available is None:
-    module = load()
-    if module is None:
-      return False
-    with tf.init_scope():
-      _amx_available = bool(module.elmo_lstmp_amx_available().numpy())
-  return _amx_available
+  module = load()
+  if module is None:
+    return "none"
+  with tf.init_scope():
+    return module.elmo_lstmp_bfloat16_backend().numpy().decode()
 
 
 def lstmp_sequence(x, keep, h0, c0, kernel, bias, projection,
@@ -73,9 +70,10 @@ def lstmp_sequence(x, keep, h0, c0, kernel, bias, projection,
     reverse: read the steps from the last to the first (outputs stay at
       their positions).
     bf16_matmuls: the matmuls (here and in the gradient) read
-      bfloat16-rounded operands and accumulate in float32 on AMX tiles, when
-      the CPU has AMX and batch, input, cell and projection are multiples of
-      32; otherwise float32 (mixed_bfloat16 training sets it).
+      bfloat16-rounded operands and accumulate in float32 (on AMX tiles,
+      else in AVX512-BF16 dot products: `bfloat16_backend()`), when the CPU
+      has either and batch, input, cell and projection are multiples of 32;
+      otherwise float32 (mixed_bfloat16 training sets it).
 
   Returns:
     h_seq (batch, time, projection) and c_seq (batch, time, cell): the state

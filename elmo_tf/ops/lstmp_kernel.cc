@@ -23,26 +23,26 @@
 // of 0 is no clip; the clip's gradient passes where |x| <= clip, as
 // tf.clip_by_value's.
 //
-// The input part x @ W_x + bias is in the op too (in float32 one matmul
-// of all steps before the loop, its gradients two matmuls after it; on AMX
-// part of each step's product), so no TensorFlow op around the recurrence
-// computes, or under mixed_bfloat16 casts, a (B, T, 4H) tensor. In float32
-// that matmul is Eigen on one thread, yet training is faster than with
-// TensorFlow's oneDNN matmul on both cores before the op: the two
-// directions' ops run side by side, and the (B, T, 4H) tensor no longer
-// goes through memory and the graph.
+// The input part x @ W_x + bias is in the op too (in float32 one matmul of all
+// steps before the loop, its gradients two matmuls after it; in bfloat16 part
+// of each step's product), so no TensorFlow op around the recurrence computes,
+// or under mixed_bfloat16 casts, a (B, T, 4H) tensor. In float32 that matmul is
+// Eigen on one thread, yet training is faster than with TensorFlow's oneDNN
+// matmul on both cores before the op: the two directions' ops run side by side,
+// and the (B, T, 4H) tensor no longer goes through memory and the graph.
 //
 // Layout: batch major, as the Keras layer holds them: x (B, T, I),
 // keep (B, T) float 0/1, h_seq (B, T, P), c_seq (B, T, H); the per-step
 // slices are strided Eigen maps, so nothing is transposed. Inputs and
 // outputs are float32.
 //
-// With the attr bf16_matmuls (mixed_bfloat16 training) and a CPU with AMX,
-// every matmul reads bfloat16-rounded operands and accumulates in float32
-// on the AMX tiles: the weights are rounded and packed once per call, the
+// With the attr bf16_matmuls (mixed_bfloat16 training) and a CPU with AMX
+// or AVX512-BF16, every matmul reads bfloat16-rounded operands and
+// accumulates in float32 (on the AMX tiles, else in VDPBF16PS dot
+// products): the weights are rounded and packed once per call, the
 // per-step operands (h, o * tanh(c), and their gradients) once per step.
-// The elementwise math and the state stay float32. Without AMX (or at
-// shapes the tiles do not fit: batch, input, cell or projection not a
+// The elementwise math and the state stay float32. Without either (or at
+// shapes the blocks do not fit: batch, input, cell or projection not a
 // multiple of 32) the float32 Eigen matmuls run instead, which are at least
 // as exact.
 
@@ -54,6 +54,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 
@@ -170,19 +171,23 @@ inline void GateGradientsRow(int H, float cell_clip, const float* g,
   }
 }
 
-// ---- bfloat16 matmuls on AMX tiles ----------------------------------------
+// ---- bfloat16 matmuls: AMX tiles, or AVX512-BF16 dot products -------------
 //
 // C (M x N float32) (+)= A (M x K bfloat16) @ B (K x N bfloat16), with A
 // row major (rows of K) and B "packed": column blocks of 16, and in each
 // block pairs of consecutive rows interleaved (the VNNI layout TDPBF16PS
-// reads), so that one 16 x 32 tile of B is 1 KiB of contiguous memory:
+// and VDPBF16PS read), so that one 16 x 32 tile of B is 1 KiB of contiguous
+// memory:
 //   packed[n / 16][k / 2][n % 16][k % 2] = B[k][n].
 // M, N and K are multiples of 32 (Usable() checks batch, input, cell and
 // projection, so every operand here is), so nothing is padded.
-// The functions carry their own target attributes: the file is built with
-// -march=native, which lacks AMX on other CPUs, and they run only where
-// AmxAvailable() said yes.
-namespace amx {
+// Where the CPU has AMX the products run on its tiles; where it has only
+// AVX512-BF16 (AMD EPYC Zen 4 and later: bfloat16 dot products at about
+// twice float32's FMA rate, no tiles) on 512-bit VDPBF16PS, the same
+// operands and float32 sums. The functions carry their own target
+// attributes: the file is built with -march=native, which lacks these on
+// other CPUs, and they run only where GetBackend() said so.
+namespace bf16mm {
 
 using bf16 = uint16_t;
 
@@ -193,7 +198,7 @@ using bf16 = uint16_t;
 
 // AMX-BF16 and AVX512-BF16 present, and the kernel grants this process the
 // tile state (Linux hands it out on request only: arch_prctl).
-bool Available() {
+bool AmxAvailable() {
   static const bool available = [] {
     unsigned eax, ebx, ecx, edx;
     if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
@@ -385,7 +390,7 @@ ELMO_TF_AMX_TARGET void ReleaseTiles() { _tile_release(); }
 // C (m x n, row stride ldc) = (C +) A (m x k, contiguous) @ packed B.
 // m, n, k multiples of 32. Blocks of 32 x 32 of C (four tiles), columns
 // outer so that a block column of B stays in cache across rows.
-ELMO_TF_AMX_TARGET void Gemm(int m, int n, int64_t k, const bf16* a,
+ELMO_TF_AMX_TARGET void AmxGemm(int m, int n, int64_t k, const bf16* a,
                              const bf16* packed, float* c, int64_t ldc,
                              bool accumulate) {
   const int64_t pairs = k / 2;
@@ -427,13 +432,128 @@ ELMO_TF_AMX_TARGET void Gemm(int m, int n, int64_t k, const bf16* a,
   }
 }
 
-// Whether the AMX path runs for these sizes (the tiles' 32 x 32 blocks).
-inline bool Usable(bool requested, int batch, int input, int cell, int proj) {
-  return requested && batch > 0 && batch % 32 == 0 && input % 32 == 0 &&
-         cell % 32 == 0 && proj % 32 == 0 && Available();
+// AVX512F, AVX512BW and AVX512-BF16 present (no OS state to ask for: the
+// zmm registers are enabled wherever AVX-512 is).
+bool Avx512Bf16Available() {
+  static const bool available = [] {
+    unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    const bool avx512f = ebx & (1u << 16), avx512bw = ebx & (1u << 30);
+    if (!(avx512f && avx512bw)) return false;
+    if (!__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) return false;
+    return (eax & (1u << 5)) != 0;  // AVX512_BF16
+  }();
+  return available;
 }
 
-}  // namespace amx
+// C (m x n, row stride ldc) = (C +) A (m x k, contiguous) @ packed B, on
+// 512-bit VDPBF16PS: blocks of 8 rows x 32 columns of C held in 16 zmm
+// accumulators over the whole k; per pair of k, the two 16-column vectors
+// of B are loaded once and each row's pair of A is broadcast. Columns
+// outer, so that a 32-column panel of B (k x 32 bfloat16: 16 KiB at
+// k = 256) stays in L1 across the row blocks. m % 8 == 0, n % 32 == 0,
+// k even (Usable() makes them multiples of 32).
+ELMO_TF_BF16_TARGET void Avx512Gemm(int m, int n, int64_t k, const bf16* a,
+                                    const bf16* packed, float* c,
+                                    int64_t ldc, bool accumulate) {
+  constexpr int kRows = 8;
+  const int64_t pairs = k / 2;
+  // Row r's pairs of A as 32-bit words: (a[r][2p], a[r][2p + 1]).
+  const uint32_t* a_pairs = reinterpret_cast<const uint32_t*>(a);
+  for (int j = 0; j < n; j += 32) {
+    const bf16* b0 = packed + (j / 16) * pairs * 32;
+    const bf16* b1 = b0 + pairs * 32;
+    for (int i = 0; i < m; i += kRows) {
+      __m512 acc0[kRows], acc1[kRows];
+#pragma GCC unroll 8
+      for (int r = 0; r < kRows; ++r) {
+        float* c_row = c + (i + r) * ldc + j;
+        acc0[r] = accumulate ? _mm512_loadu_ps(c_row) : _mm512_setzero_ps();
+        acc1[r] =
+            accumulate ? _mm512_loadu_ps(c_row + 16) : _mm512_setzero_ps();
+      }
+      const uint32_t* a_block = a_pairs + i * pairs;
+      for (int64_t p = 0; p < pairs; ++p) {
+        const __m512bh v0 = (__m512bh)_mm512_loadu_si512(b0 + p * 32);
+        const __m512bh v1 = (__m512bh)_mm512_loadu_si512(b1 + p * 32);
+#pragma GCC unroll 8
+        for (int r = 0; r < kRows; ++r) {
+          const __m512bh a_rp =
+              (__m512bh)_mm512_set1_epi32(a_block[r * pairs + p]);
+          acc0[r] = _mm512_dpbf16_ps(acc0[r], a_rp, v0);
+          acc1[r] = _mm512_dpbf16_ps(acc1[r], a_rp, v1);
+        }
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < kRows; ++r) {
+        float* c_row = c + (i + r) * ldc + j;
+        _mm512_storeu_ps(c_row, acc0[r]);
+        _mm512_storeu_ps(c_row + 16, acc1[r]);
+      }
+    }
+  }
+}
+
+// Which instructions run the bfloat16 matmuls.
+enum class Backend { kNone, kAmx, kAvx512Bf16 };
+
+// The best the CPU offers, unless $ELMO_TF_LSTMP_BFLOAT16 asks for a
+// lesser one ("avx512_bf16" on an AMX machine, or "none": float32), so
+// that tests and benchmarks can run every path a CPU can. Read at each
+// op call (cheap next to the op).
+Backend GetBackend() {
+  const Backend best = AmxAvailable()          ? Backend::kAmx
+                       : Avx512Bf16Available() ? Backend::kAvx512Bf16
+                                               : Backend::kNone;
+  const char* asked = std::getenv("ELMO_TF_LSTMP_BFLOAT16");
+  if (asked == nullptr) return best;
+  if (std::strcmp(asked, "none") == 0) return Backend::kNone;
+  if (std::strcmp(asked, "avx512_bf16") == 0 && Avx512Bf16Available())
+    return Backend::kAvx512Bf16;
+  return best;
+}
+
+const char* BackendName(Backend backend) {
+  switch (backend) {
+    case Backend::kAmx:
+      return "amx";
+    case Backend::kAvx512Bf16:
+      return "avx512_bf16";
+    case Backend::kNone:
+      break;
+  }
+  return "none";
+}
+
+// Whether the bfloat16 path runs for these sizes (32 x 32 blocks).
+inline bool Usable(Backend backend, bool requested, int batch, int input,
+                   int cell, int proj) {
+  return requested && backend != Backend::kNone && batch > 0 &&
+         batch % 32 == 0 && input % 32 == 0 && cell % 32 == 0 &&
+         proj % 32 == 0;
+}
+
+// Before and after an op's matmuls: the tiles are configured per thread
+// (nothing to do for AVX512-BF16).
+inline void Begin(Backend backend) {
+  if (backend == Backend::kAmx) ConfigureTiles();
+}
+inline void End(Backend backend) {
+  if (backend == Backend::kAmx) ReleaseTiles();
+}
+
+// C (m x n, row stride ldc) = (C +) A (m x k, contiguous) @ packed B.
+inline void Gemm(Backend backend, int m, int n, int64_t k, const bf16* a,
+                 const bf16* packed, float* c, int64_t ldc,
+                 bool accumulate) {
+  if (backend == Backend::kAmx) {
+    AmxGemm(m, n, k, a, packed, c, ldc, accumulate);
+  } else {
+    Avx512Gemm(m, n, k, a, packed, c, ldc, accumulate);
+  }
+}
+
+}  // namespace bf16mm
 
 struct Dims {
   int batch, steps, input, cell, proj;
@@ -559,21 +679,23 @@ class ElmoLstmpSequenceOp : public OpKernel {
     gate_bias.segment(2 * H, H).array() += forget_bias_;
 
     Matrix m(B, H);  // o * tanh(c) of the step: (B, H)
-    // bfloat16 on AMX: the weights packed once; per step [x, h_prev]
-    // (B, I + P) and m (B, H) rounded into a_xh, a_m, and z = [x, h_prev]
-    // @ [W_x; W_h] is one product whose sums stay in the tiles (an input
-    // matmul of all steps first, as float32 does, stores all of z and
-    // loads it back step by step: slower on AMX).
-    const bool use_amx = amx::Usable(bf16_matmuls_, B, I, H, P) && T > 0;
-    std::unique_ptr<amx::bf16[]> w_packed, w_p_packed, a_xh, a_m;
-    if (use_amx) {
-      w_packed = amx::Buffer(static_cast<int64_t>(I + P) * 4 * H);
-      amx::PackRows(kernel_data, 4 * H, I + P, 4 * H, w_packed.get());
-      w_p_packed = amx::Buffer(static_cast<int64_t>(H) * P);
-      amx::PackRows(w_p_m.data(), P, H, P, w_p_packed.get());
-      a_xh = amx::Buffer(static_cast<int64_t>(B) * (I + P));
-      a_m = amx::Buffer(static_cast<int64_t>(B) * H);
-      amx::ConfigureTiles();
+    // bfloat16 (AMX or AVX512-BF16): the weights packed once; per step
+    // [x, h_prev] (B, I + P) and m (B, H) rounded into a_xh, a_m, and
+    // z = [x, h_prev] @ [W_x; W_h] is one product whose sums stay in the
+    // tiles or registers (an input matmul of all steps first, as float32
+    // does, stores all of z and loads it back step by step: slower on AMX).
+    const bf16mm::Backend backend = bf16mm::GetBackend();
+    const bool use_bf16 =
+        bf16mm::Usable(backend, bf16_matmuls_, B, I, H, P) && T > 0;
+    std::unique_ptr<bf16mm::bf16[]> w_packed, w_p_packed, a_xh, a_m;
+    if (use_bf16) {
+      w_packed = bf16mm::Buffer(static_cast<int64_t>(I + P) * 4 * H);
+      bf16mm::PackRows(kernel_data, 4 * H, I + P, 4 * H, w_packed.get());
+      w_p_packed = bf16mm::Buffer(static_cast<int64_t>(H) * P);
+      bf16mm::PackRows(w_p_m.data(), P, H, P, w_p_packed.get());
+      a_xh = bf16mm::Buffer(static_cast<int64_t>(B) * (I + P));
+      a_m = bf16mm::Buffer(static_cast<int64_t>(B) * H);
+      bf16mm::Begin(backend);
     } else if (T > 0) {
       // float32: the pre-activations' input part of every step, x @ W_x in
       // one matmul, into `gates`; each step adds h's part, then the bias
@@ -590,14 +712,15 @@ class ElmoLstmpSequenceOp : public OpKernel {
       ConstStepMap h_prev(h_prev_base, B, P, Stride(prev_stride_h));
       ConstStepMap c_prev(c_prev_base, B, H, Stride(prev_stride_c));
       StepMap z = Step(gates->flat<float>().data(), t, B, T, 4 * H);
-      if (use_amx) {
-        amx::ConvertRows(x.flat<float>().data() + static_cast<int64_t>(t) * I,
-                         static_cast<int64_t>(T) * I, B, I, a_xh.get(),
-                         I + P);
-        amx::ConvertRows(h_prev_base, prev_stride_h, B, P, a_xh.get() + I,
-                         I + P);
-        amx::Gemm(B, 4 * H, I + P, a_xh.get(), w_packed.get(), z.data(),
-                  static_cast<int64_t>(T) * 4 * H, /*accumulate=*/false);
+      if (use_bf16) {
+        bf16mm::ConvertRows(
+            x.flat<float>().data() + static_cast<int64_t>(t) * I,
+            static_cast<int64_t>(T) * I, B, I, a_xh.get(), I + P);
+        bf16mm::ConvertRows(h_prev_base, prev_stride_h, B, P, a_xh.get() + I,
+                            I + P);
+        bf16mm::Gemm(backend, B, 4 * H, I + P, a_xh.get(), w_packed.get(),
+                     z.data(), static_cast<int64_t>(T) * 4 * H,
+                     /*accumulate=*/false);
       } else {
         z.noalias() += h_prev * w_h_m;
       }
@@ -617,10 +740,10 @@ class ElmoLstmpSequenceOp : public OpKernel {
       }
       m = z.rightCols(H).cwiseProduct(
           Matrix(c_out.array().tanh().matrix()));
-      if (use_amx) {
-        amx::ConvertRows(m.data(), H, B, H, a_m.get());
-        amx::Gemm(B, P, H, a_m.get(), w_p_packed.get(), hp.data(),
-                  static_cast<int64_t>(T) * P, /*accumulate=*/false);
+      if (use_bf16) {
+        bf16mm::ConvertRows(m.data(), H, B, H, a_m.get());
+        bf16mm::Gemm(backend, B, P, H, a_m.get(), w_p_packed.get(), hp.data(),
+                     static_cast<int64_t>(T) * P, /*accumulate=*/false);
       } else {
         hp.noalias() = m * w_p_m;
       }
@@ -637,7 +760,7 @@ class ElmoLstmpSequenceOp : public OpKernel {
       prev_stride_h = static_cast<int64_t>(T) * P;
       prev_stride_c = static_cast<int64_t>(T) * H;
     }
-    if (use_amx) amx::ReleaseTiles();
+    if (use_bf16) bf16mm::End(backend);
     MatrixMap(h_last->flat<float>().data(), B, P) =
         ConstStepMap(h_prev_base, B, P, Stride(prev_stride_h));
     MatrixMap(c_last->flat<float>().data(), B, H) =
@@ -768,24 +891,24 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
     ConstMatrixMap w_p_m(projection.flat<float>().data(), H, P);
     Matrix dh(B, P), dc(B, H), tanh_c(B, H), dm(B, H), dc_pre(B, H);
     const int64_t rows = static_cast<int64_t>(B) * T;  // a multiple of 32
-    // bfloat16 on AMX: the weights' transposes packed once; per step
-    // dh_pre (B, P) and dz (B, 4H) rounded into a_dh_pre, a_dz. The weight
-    // gradients' operands are gathered step by step while they are in
-    // cache, their B * T rows ordered step major (row t * B + b; any order
-    // does for a sum over rows, and this one makes each step's rows whole
-    // bfloat16 pairs): [x; h_prev]^T and dh_pre^T (I + P or P x B * T) as
-    // A, and m (B * T x H) and dz (B * T x 4H) packed as B. On AMX,
-    // d_projection^T = dh_pre^T m (P x H) is computed, so that only the
-    // narrow operands are transposed, and d_kernel = [x; h_prev]^T dz is
-    // one matmul.
-    const bool use_amx = amx::Usable(bf16_matmuls_, B, I, H, P);
+    // bfloat16 (AMX or AVX512-BF16): the weights' transposes packed once; per
+    // step dh_pre (B, P) and dz (B, 4H) rounded into a_dh_pre, a_dz. The weight
+    // gradients' operands are gathered step by step while they are in cache,
+    // their B * T rows ordered step major (row t * B + b; any order does for a
+    // sum over rows, and this one makes each step's rows whole bfloat16 pairs):
+    // [x; h_prev]^T and dh_pre^T (I + P or P x B * T) as A, and m (B * T x H)
+    // and dz (B * T x 4H) packed as B. In bfloat16, d_projection^T = dh_pre^T m
+    // (P x H) is computed, so that only the narrow operands are transposed, and
+    // d_kernel = [x; h_prev]^T dz is one matmul.
+    const bf16mm::Backend backend = bf16mm::GetBackend();
+    const bool use_bf16 = bf16mm::Usable(backend, bf16_matmuls_, B, I, H, P);
     // dz, the gradient of the pre-activations; m = o * tanh(c); and the
     // gradient of h_pre, per step. In float32 they go into (B, T, D)
     // buffers, and each weight gradient is one matmul over all B * T rows
     // after the loop (a sum over steps of (B x D) products would be T
-    // small matmuls). On AMX the packed operands above keep them, so one
+    // small matmuls). In bfloat16 the packed operands above keep them, so one
     // (B, D) buffer each is reused by every step and stays in cache.
-    const int buffer_steps = use_amx ? 1 : T;
+    const int buffer_steps = use_bf16 ? 1 : T;
     Tensor dz_all_t, m_all_t, dh_pre_all_t;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
                                            TensorShape({B, buffer_steps,
@@ -802,25 +925,25 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
     float* dh_pre_all = dh_pre_all_t.flat<float>().data();
     // Step t's (B, D) rows of one of those buffers.
     auto buffer_step = [&](float* base, int t, int dim) {
-      return use_amx ? StepMap(base, B, dim, Stride(dim))
+      return use_bf16 ? StepMap(base, B, dim, Stride(dim))
                      : Step(base, t, B, T, dim);
     };
-    std::unique_ptr<amx::bf16[]> w_p_t_packed, w_h_t_packed, w_x_t_packed,
+    std::unique_ptr<bf16mm::bf16[]> w_p_t_packed, w_h_t_packed, w_x_t_packed,
         a_dh_pre, a_dz, xh_t, dh_pre_t, m_packed, dz_packed;
-    if (use_amx) {
-      w_p_t_packed = amx::Buffer(static_cast<int64_t>(P) * H);
-      amx::PackTransposed(w_p_m.data(), P, H, P, w_p_t_packed.get());
-      w_h_t_packed = amx::Buffer(static_cast<int64_t>(4) * H * P);
-      amx::PackTransposed(w_h_m.data(), 4 * H, P, 4 * H, w_h_t_packed.get());
-      w_x_t_packed = amx::Buffer(static_cast<int64_t>(4) * H * I);
-      amx::PackTransposed(w_x_m.data(), 4 * H, I, 4 * H, w_x_t_packed.get());
-      a_dh_pre = amx::Buffer(static_cast<int64_t>(B) * P);
-      a_dz = amx::Buffer(static_cast<int64_t>(B) * 4 * H);
-      xh_t = amx::Buffer((I + P) * rows);  // x^T rows, then h_prev^T
-      dh_pre_t = amx::Buffer(P * rows);
-      m_packed = amx::Buffer(rows * H);
-      dz_packed = amx::Buffer(rows * 4 * H);
-      amx::ConfigureTiles();
+    if (use_bf16) {
+      w_p_t_packed = bf16mm::Buffer(static_cast<int64_t>(P) * H);
+      bf16mm::PackTransposed(w_p_m.data(), P, H, P, w_p_t_packed.get());
+      w_h_t_packed = bf16mm::Buffer(static_cast<int64_t>(4) * H * P);
+      bf16mm::PackTransposed(w_h_m.data(), 4 * H, P, 4 * H, w_h_t_packed.get());
+      w_x_t_packed = bf16mm::Buffer(static_cast<int64_t>(4) * H * I);
+      bf16mm::PackTransposed(w_x_m.data(), 4 * H, I, 4 * H, w_x_t_packed.get());
+      a_dh_pre = bf16mm::Buffer(static_cast<int64_t>(B) * P);
+      a_dz = bf16mm::Buffer(static_cast<int64_t>(B) * 4 * H);
+      xh_t = bf16mm::Buffer((I + P) * rows);  // x^T rows, then h_prev^T
+      dh_pre_t = bf16mm::Buffer(P * rows);
+      m_packed = bf16mm::Buffer(rows * H);
+      dz_packed = bf16mm::Buffer(rows * 4 * H);
+      bf16mm::Begin(backend);
     }
     d_bias_v.setZero();
     for (int n = T - 1; n >= 0; --n) {
@@ -853,11 +976,11 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
       // (their dh_pre and dc_new are zero).
       tanh_c = c_out.array().tanh();
       m = g.rightCols(H).cwiseProduct(tanh_c);
-      if (use_amx) {
-        amx::ConvertRows(dh_pre.data(), dh_pre.outerStride(), B, P,
-                         a_dh_pre.get());
-        amx::Gemm(B, H, P, a_dh_pre.get(), w_p_t_packed.get(), dm.data(), H,
-                  /*accumulate=*/false);
+      if (use_bf16) {
+        bf16mm::ConvertRows(dh_pre.data(), dh_pre.outerStride(), B, P,
+                            a_dh_pre.get());
+        bf16mm::Gemm(backend, B, H, P, a_dh_pre.get(), w_p_t_packed.get(),
+                     dm.data(), H, /*accumulate=*/false);
       } else {
         dm.noalias() = dh_pre * w_p_m.transpose();
       }
@@ -870,28 +993,27 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
       for (int b = 0; b < B; ++b) AddRow(4 * H, &dz(b, 0), d_bias_v.data());
       // Kept rows: the gradient through the step. Padded rows (dz = 0,
       // dc_pre = 0) pass the gradient of the carried state on as it is.
-      if (use_amx) {
-        amx::ConvertRows(dz.data(), dz.outerStride(), B, 4 * H, a_dz.get());
-        amx::Gemm(B, P, 4 * H, a_dz.get(), w_h_t_packed.get(),
-                  dh_carry.data(), P, /*accumulate=*/false);
+      if (use_bf16) {
+        bf16mm::ConvertRows(dz.data(), dz.outerStride(), B, 4 * H, a_dz.get());
+        bf16mm::Gemm(backend, B, P, 4 * H, a_dz.get(), w_h_t_packed.get(),
+                     dh_carry.data(), P, /*accumulate=*/false);
         // The input's gradient of this step: dz @ W_x^T.
-        amx::Gemm(B, I, 4 * H, a_dz.get(), w_x_t_packed.get(),
-                  d_x->flat<float>().data() + static_cast<int64_t>(t) * I,
-                  static_cast<int64_t>(T) * I, /*accumulate=*/false);
+        bf16mm::Gemm(backend, B, I, 4 * H, a_dz.get(), w_x_t_packed.get(),
+                     d_x->flat<float>().data() + static_cast<int64_t>(t) * I,
+                     static_cast<int64_t>(T) * I, /*accumulate=*/false);
         // This step's rows of the weight gradients' operands.
         const int64_t first_row = static_cast<int64_t>(t) * B;
-        amx::ConvertTransposed(x.flat<float>().data() +
-                                   static_cast<int64_t>(t) * I,
-                               static_cast<int64_t>(T) * I, B, I,
-                               xh_t.get() + first_row, rows);
-        amx::ConvertTransposed(h_prev.data(), h_prev.outerStride(), B, P,
-                               xh_t.get() + I * rows + first_row, rows);
-        amx::ConvertTransposed(dh_pre.data(), dh_pre.outerStride(), B, P,
-                               dh_pre_t.get() + first_row, rows);
-        amx::PackRows(m.data(), m.outerStride(), B, H, m_packed.get(),
-                      first_row / 2, rows / 2);
-        amx::PackRows(dz.data(), dz.outerStride(), B, 4 * H, dz_packed.get(),
-                      first_row / 2, rows / 2);
+        bf16mm::ConvertTransposed(
+            x.flat<float>().data() + static_cast<int64_t>(t) * I,
+            static_cast<int64_t>(T) * I, B, I, xh_t.get() + first_row, rows);
+        bf16mm::ConvertTransposed(h_prev.data(), h_prev.outerStride(), B, P,
+                                  xh_t.get() + I * rows + first_row, rows);
+        bf16mm::ConvertTransposed(dh_pre.data(), dh_pre.outerStride(), B, P,
+                                  dh_pre_t.get() + first_row, rows);
+        bf16mm::PackRows(m.data(), m.outerStride(), B, H, m_packed.get(),
+                         first_row / 2, rows / 2);
+        bf16mm::PackRows(dz.data(), dz.outerStride(), B, 4 * H, dz_packed.get(),
+                         first_row / 2, rows / 2);
       } else {
         dh_carry.noalias() = dz * w_h_m.transpose();
       }
@@ -903,15 +1025,15 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
         }
       }
     }
-    if (use_amx) {
+    if (use_bf16) {
       Matrix dw_p_t(P, H);
-      amx::Gemm(P, H, rows, dh_pre_t.get(), m_packed.get(), dw_p_t.data(), H,
-                /*accumulate=*/false);
+      bf16mm::Gemm(backend, P, H, rows, dh_pre_t.get(), m_packed.get(),
+                   dw_p_t.data(), H, /*accumulate=*/false);
       dw_p = dw_p_t.transpose();
       // d_kernel = [dw_x; dw_h] = [x; h_prev]^T dz.
-      amx::Gemm(I + P, 4 * H, rows, xh_t.get(), dz_packed.get(),
-                d_kernel_data, 4 * H, /*accumulate=*/false);
-      amx::ReleaseTiles();
+      bf16mm::Gemm(backend, I + P, 4 * H, rows, xh_t.get(), dz_packed.get(),
+                   d_kernel_data, 4 * H, /*accumulate=*/false);
+      bf16mm::End(backend);
       return;
     }
     ConstMatrixMap dz_rows(dz_all, rows, 4 * H);
@@ -955,24 +1077,26 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
 REGISTER_KERNEL_BUILDER(Name("ElmoLstmpSequenceGrad").Device(DEVICE_CPU),
                         ElmoLstmpSequenceGradOp);
 
-// Whether bf16_matmuls runs on AMX tiles in this process (CPU and kernel
-// support): a scalar bool, for tests and benchmarks to report.
-REGISTER_OP("ElmoLstmpAmxAvailable")
-    .Output("available: bool")
+// What runs bf16_matmuls in this process (CPU and kernel support): a scalar
+// string, "amx", "avx512_bf16" or "none" (float32 matmuls), for tests and
+// benchmarks to report.
+REGISTER_OP("ElmoLstmpBfloat16Backend")
+    .Output("backend: string")
     .SetIsStateful()
     .SetShapeFn(::tensorflow::shape_inference::ScalarShape);
 
-class ElmoLstmpAmxAvailableOp : public OpKernel {
+class ElmoLstmpBfloat16BackendOp : public OpKernel {
  public:
   using OpKernel::OpKernel;
   void Compute(OpKernelContext* ctx) override {
-    Tensor* available;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({}), &available));
-    available->scalar<bool>()() = amx::Available();
+    Tensor* backend;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({}), &backend));
+    backend->scalar<::tensorflow::tstring>()() =
+        bf16mm::BackendName(bf16mm::GetBackend());
   }
 };
 
-REGISTER_KERNEL_BUILDER(Name("ElmoLstmpAmxAvailable").Device(DEVICE_CPU),
-                        ElmoLstmpAmxAvailableOp);
+REGISTER_KERNEL_BUILDER(Name("ElmoLstmpBfloat16Backend").Device(DEVICE_CPU),
+                        ElmoLstmpBfloat16BackendOp);
 
 }  // namespace elmo_tf
