@@ -110,6 +110,7 @@ def main(argv):
     rows.append(measure(batch, steps, cell, proj, _CALLS.value))
     print(json.dumps(rows[-1]), flush=True)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from elmo_tf.ops import fused_lstmp  # pylint: disable=g-import-not-at-top
   report = {
       "benchmark": "fused_lstmp",
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(

@@ -2,7 +2,10 @@
 and the NumPy reference: outputs, final states and every gradient; its use
 in training, and its absence from exported SavedModels."""
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 from unittest import mock
 
@@ -18,6 +21,8 @@ from elmo_tf.layers.projected_lstm import ProjectedLSTM
 from elmo_tf.ops import fused_lstmp
 from tests import export_testutil
 from tests import projected_lstm_test
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _layer(fused: bool, static: bool, clip: float, input_dim: int,
@@ -343,13 +348,27 @@ class BFloat16MatmulsTest(tf.test.TestCase):
 
 class FusedLSTMPBenchTest(tf.test.TestCase):
 
-  def test_bench_measures_both_ops(self):
-    from bench import fused_lstmp_bench  # pylint: disable=g-import-not-at-top
-    row = fused_lstmp_bench.measure(2, 3, 4, 2, calls=2)
+  def test_bench_measures_both_ops_and_names_the_bfloat16_backend(self):
+    # The module as `make bench` runs it; 32s so that a CPU with bfloat16
+    # matmuls times that path too.
+    with tempfile.TemporaryDirectory() as tmp:
+      output = os.path.join(tmp, "fused_lstmp.json")
+      subprocess.run(
+          [sys.executable, "-m", "bench.fused_lstmp_bench",
+           "--lstmp_sizes=32x2x32x32", "--lstmp_calls=2",
+           f"--lstmp_out={output}"],
+          cwd=_REPO, check=True, capture_output=True, text=True, timeout=600)
+      with open(output, encoding="utf-8") as f:
+        report = json.load(f)
+    row, = report["rows"]
     self.assertEqual((row["batch"], row["steps"], row["cell"],
-                      row["projection"]), (2, 3, 4, 2))
+                      row["projection"]), (32, 2, 32, 32))
     self.assertGreater(row["forward_ms"], 0)
     self.assertGreater(row["gradient_ms"], 0)
+    self.assertEqual(report["bfloat16_backend"],
+                     fused_lstmp.bfloat16_backend())
+    self.assertEqual("bf16_forward_ms" in row,
+                     report["bfloat16_backend"] != "none")
 
 
 class FusedTrainingTest(tf.test.TestCase):
