@@ -21,7 +21,7 @@ class ProfileExportTest(unittest.TestCase):
       subprocess.run(
           [sys.executable, "-m", "bench.profile_export",
            f"--saved_model={_SAVED_MODEL}", "--batches=2", "--warmup=1",
-           "--batch_size=8", "--intra_op_threads=1",
+           "--batch_size=8", "--intra_op_threads=1", "--top=100",
            f"--logdir={os.path.join(tmp, 'trace')}", f"--output={output}"],
           cwd=_REPO, check=True, capture_output=True, text=True, timeout=600)
       with open(output, encoding="utf-8") as f:
@@ -37,7 +37,15 @@ class ProfileExportTest(unittest.TestCase):
     matmuls = [row for name, row in types.items() if "MatMul" in name]
     self.assertTrue(matmuls, types)
     self.assertGreaterEqual(max(r["calls_per_batch"] for r in matmuls), 4 * 5)
-    self.assertIn("Sigmoid", types)
+    # And the step's other ops, one per step and LSTM at least: which of
+    # them the trace holds depends on the CPU (TensorFlow runs ops it
+    # estimates cheap inline, and those may leave no trace event: on an
+    # AMD EPYC Zen 4 no Sigmoid was traced, on Intel Xeons it was).
+    step_ops = [types[name] for name in ("Sigmoid", "Tanh", "Unpack",
+                                         "SelectV2") if name in types]
+    self.assertTrue(step_ops, types)
+    self.assertGreaterEqual(max(r["calls_per_batch"] for r in step_ops),
+                            4 * 5)
     listed = sum(row["ms_per_batch"] for row in result["op_types"])
     self.assertLessEqual(listed, result["op_ms_per_batch"] + 1e-6)
 
