@@ -10,10 +10,12 @@ after 5 warm-up calls, and the matmul rate that implies (the op runs on
 one core). Both precisions include the LSTM's input matmul, as training
 calls the op: float32, and where the CPU has AMX or AVX512-BF16 also the
 mixed_bfloat16 path (bfloat16 operands on AMX tiles or in VDPBF16PS dot
-products; the JSON names which). Writes
+products; the JSON names which: `bf16_*`); on an AMX CPU also the
+AVX512-BF16 fallback (`bf16_avx512_*`). Writes
 bench/results/fused_lstmp.json.
 """
 
+import contextlib
 import datetime
 import json
 import os
@@ -35,6 +37,9 @@ _OUT = flags.DEFINE_string(
     "lstmp_out", os.path.join(os.path.dirname(os.path.abspath(__file__)),
                               "results", "fused_lstmp.json"),
     "Result JSON.")
+
+# Asks the kernel for a lesser bfloat16 backend (lstmp_kernel.cc).
+_BACKEND_VARIABLE = "ELMO_TF_LSTMP_BFLOAT16"
 
 
 def _median_ms(fn, calls: int) -> float:
@@ -72,33 +77,61 @@ def measure(batch: int, steps: int, cell: int, proj: int, calls: int) -> dict:
   recurrent_flops = 2 * batch * steps * (proj * 4 * cell + cell * proj)
   input_flops = 2 * batch * steps * proj * 4 * cell  # x @ W_x
   row = {"batch": batch, "steps": steps, "cell": cell, "projection": proj}
-  # Both precisions as training calls them: the input matmul in the op.
+  # Both precisions as training calls them, the input matmul in the op:
+  # (prefix, op arguments, forward flops, $ELMO_TF_LSTMP_BFLOAT16).
   paths = [("", dict(x=x, kernel=kernel, forget_bias=1.0,
-                     bf16_matmuls=False), recurrent_flops + input_flops)]
-  if fused_lstmp.bfloat16_backend() != "none":
-    paths.append(("bf16_", dict(x=x, kernel=kernel, forget_bias=1.0,
-                                bf16_matmuls=True),
-                  recurrent_flops + input_flops))
-  for prefix, args, forward_flops in paths:
-    attrs = {k: v for k, v in args.items() if k not in ("x", "kernel")}
-    attrs.update(cell_clip=3.0, proj_clip=3.0, reverse=False)
-    outputs = ops.elmo_lstmp_sequence(args["x"], keep, h0, c0, args["kernel"],
-                                      bias, projection, **attrs)
-    forward_ms = _median_ms(lambda: ops.elmo_lstmp_sequence(  # pylint: disable=cell-var-from-loop
-        args["x"], keep, h0, c0, args["kernel"], bias, projection,
-        **attrs)[0].numpy(), calls)
-    attrs.pop("forget_bias", None)  # Not an attr of the gradient.
-    gradient_ms = _median_ms(lambda: ops.elmo_lstmp_sequence_grad(  # pylint: disable=cell-var-from-loop
-        args["x"], keep, h0, c0, args["kernel"], projection, *outputs[:5],
-        d_h_seq, d_c_seq, h0, c0, **attrs)[0].numpy(), calls)
-    row.update({
-        f"{prefix}forward_ms": round(forward_ms, 3),
-        f"{prefix}gradient_ms": round(gradient_ms, 3),
-        f"{prefix}forward_matmul_gflops": round(
-            forward_flops / forward_ms / 1e6, 1),
-        f"{prefix}gradient_matmul_gflops": round(
-            2 * forward_flops / gradient_ms / 1e6, 1)})
+                     bf16_matmuls=False), recurrent_flops + input_flops, None)]
+  backend = fused_lstmp.bfloat16_backend()
+  bf16_args = dict(x=x, kernel=kernel, forget_bias=1.0, bf16_matmuls=True)
+  if backend != "none":
+    paths.append(("bf16_", bf16_args, recurrent_flops + input_flops, None))
+  if backend == "amx":  # Also the fallback an AMX-less CPU would run.
+    paths.append(("bf16_avx512_", bf16_args, recurrent_flops + input_flops,
+                  "avx512_bf16"))
+  for prefix, args, forward_flops, asked_backend in paths:
+    with _bfloat16_backend(asked_backend):
+      row.update(_time_ops(ops, prefix, args, keep, h0, c0, bias,
+                           projection, d_h_seq, d_c_seq, forward_flops,
+                           calls))
   return row
+
+
+@contextlib.contextmanager
+def _bfloat16_backend(asked):
+  """$ELMO_TF_LSTMP_BFLOAT16 = asked meanwhile (None: left as it is)."""
+  saved = os.environ.get(_BACKEND_VARIABLE)
+  if asked is not None:
+    os.environ[_BACKEND_VARIABLE] = asked
+  try:
+    yield
+  finally:
+    if saved is None:
+      os.environ.pop(_BACKEND_VARIABLE, None)
+    else:
+      os.environ[_BACKEND_VARIABLE] = saved
+
+
+def _time_ops(ops, prefix, args, keep, h0, c0, bias, projection, d_h_seq,
+              d_c_seq, forward_flops, calls) -> dict:
+  """The forward op's and the gradient op's median ms and matmul rates."""
+  attrs = {k: v for k, v in args.items() if k not in ("x", "kernel")}
+  attrs.update(cell_clip=3.0, proj_clip=3.0, reverse=False)
+  outputs = ops.elmo_lstmp_sequence(args["x"], keep, h0, c0, args["kernel"],
+                                    bias, projection, **attrs)
+  forward_ms = _median_ms(lambda: ops.elmo_lstmp_sequence(
+      args["x"], keep, h0, c0, args["kernel"], bias, projection,
+      **attrs)[0].numpy(), calls)
+  attrs.pop("forget_bias", None)  # Not an attr of the gradient.
+  gradient_ms = _median_ms(lambda: ops.elmo_lstmp_sequence_grad(
+      args["x"], keep, h0, c0, args["kernel"], projection, *outputs[:5],
+      d_h_seq, d_c_seq, h0, c0, **attrs)[0].numpy(), calls)
+  return {
+      f"{prefix}forward_ms": round(forward_ms, 3),
+      f"{prefix}gradient_ms": round(gradient_ms, 3),
+      f"{prefix}forward_matmul_gflops": round(
+          forward_flops / forward_ms / 1e6, 1),
+      f"{prefix}gradient_matmul_gflops": round(
+          2 * forward_flops / gradient_ms / 1e6, 1)}
 
 
 def main(argv):

@@ -370,6 +370,28 @@ class FusedLSTMPBenchTest(tf.test.TestCase):
     self.assertEqual("bf16_forward_ms" in row,
                      report["bfloat16_backend"] != "none")
 
+  def test_bench_on_amx_also_times_the_avx512_fallback(self):
+    from bench import fused_lstmp_bench  # pylint: disable=g-import-not-at-top
+    seen = []
+    real_sequence = fused_lstmp.load().elmo_lstmp_sequence
+
+    def sequence(*args, **kwargs):
+      seen.append(os.environ.get("ELMO_TF_LSTMP_BFLOAT16"))
+      return real_sequence(*args, **kwargs)
+
+    with mock.patch.object(fused_lstmp, "bfloat16_backend",
+                           return_value="amx"), \
+         mock.patch.object(fused_lstmp.load(), "elmo_lstmp_sequence",
+                           sequence):
+      row = fused_lstmp_bench.measure(32, 2, 32, 32, calls=1)
+    for prefix in ("", "bf16_", "bf16_avx512_"):
+      self.assertGreater(row[f"{prefix}forward_ms"], 0)
+      self.assertGreater(row[f"{prefix}gradient_ms"], 0)
+    # The fallback's calls ran with the variable set, and it is unset after.
+    self.assertIn("avx512_bf16", seen)
+    self.assertIn(None, seen)
+    self.assertNotIn("ELMO_TF_LSTMP_BFLOAT16", os.environ)
+
 
 class FusedTrainingTest(tf.test.TestCase):
 
