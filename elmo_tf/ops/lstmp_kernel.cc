@@ -196,17 +196,30 @@ using bf16 = uint16_t;
 #define ELMO_TF_AMX_TARGET \
   __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16")))
 
-// AMX-BF16 and AVX512-BF16 present, and the kernel grants this process the
-// tile state (Linux hands it out on request only: arch_prctl).
-bool AmxAvailable() {
+// AVX512F, AVX512BW and AVX512-BF16 present (no OS state to ask for: the
+// zmm registers are enabled wherever AVX-512 is).
+bool Avx512Bf16Available() {
   static const bool available = [] {
     unsigned eax, ebx, ecx, edx;
     if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
     const bool avx512f = ebx & (1u << 16), avx512bw = ebx & (1u << 30);
-    const bool amx_bf16 = edx & (1u << 22), amx_tile = edx & (1u << 24);
-    if (!(avx512f && avx512bw && amx_bf16 && amx_tile)) return false;
+    if (!(avx512f && avx512bw)) return false;
     if (!__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) return false;
-    if (!(eax & (1u << 5))) return false;  // AVX512_BF16
+    return (eax & (1u << 5)) != 0;  // AVX512_BF16
+  }();
+  return available;
+}
+
+// AVX512-BF16 (the conversions and packing below) and AMX-BF16 present,
+// and the kernel grants this process the tile state (Linux hands it out on
+// request only: arch_prctl).
+bool AmxAvailable() {
+  static const bool available = [] {
+    if (!Avx512Bf16Available()) return false;
+    unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    const bool amx_bf16 = edx & (1u << 22), amx_tile = edx & (1u << 24);
+    if (!(amx_bf16 && amx_tile)) return false;
     constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
     return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) ==
            0;
@@ -430,20 +443,6 @@ ELMO_TF_AMX_TARGET void AmxGemm(int m, int n, int64_t k, const bf16* a,
       _tile_stored(3, c10 + 16, c_bytes);
     }
   }
-}
-
-// AVX512F, AVX512BW and AVX512-BF16 present (no OS state to ask for: the
-// zmm registers are enabled wherever AVX-512 is).
-bool Avx512Bf16Available() {
-  static const bool available = [] {
-    unsigned eax, ebx, ecx, edx;
-    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
-    const bool avx512f = ebx & (1u << 16), avx512bw = ebx & (1u << 30);
-    if (!(avx512f && avx512bw)) return false;
-    if (!__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) return false;
-    return (eax & (1u << 5)) != 0;  // AVX512_BF16
-  }();
-  return available;
 }
 
 // C (m x n, row stride ldc) = (C +) A (m x k, contiguous) @ packed B, on
