@@ -78,7 +78,8 @@ class Bfloat16WarningTest(unittest.TestCase):
   """mixed_bfloat16 on a CPU that only emulates bfloat16 gets a warning."""
 
   def _cpuinfo(self, flags: str) -> str:
-    path = os.path.join(self.enterContext(tempfile.TemporaryDirectory()), "cpuinfo")
+    folder = self.enterContext(tempfile.TemporaryDirectory())
+    path = os.path.join(folder, "cpuinfo")
     with open(path, "w", encoding="utf-8") as f:
       f.write("processor\t: 0\nmodel name\t: Test CPU\n"
               f"flags\t\t: fpu sse2 avx2 avx512f {flags}\n\n")
@@ -103,7 +104,6 @@ class Bfloat16WarningTest(unittest.TestCase):
         "mixed_bfloat16", amx))
     self.assertFalse(runtime.warn_if_bfloat16_is_emulated(
         "mixed_bfloat16", "/nonexistent/cpuinfo"))
-
 
 
 if __name__ == "__main__":
