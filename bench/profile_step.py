@@ -52,6 +52,7 @@ BENCHMARKS.md. From the repository root:
 
 import collections
 import datetime
+import functools
 import glob
 import json
 import os
@@ -60,6 +61,7 @@ import re
 import sys
 import tempfile
 import time
+import types
 from typing import Any, Iterable
 
 from absl import app
@@ -71,23 +73,35 @@ from bench import train_config
 from bench.trace_times import TraceTimes, load_xspace, read_trace
 from elmo_tf import config as config_lib
 
-_PRESET = flags.DEFINE_string(
-    "preset", "cpu_small", "Model preset (`name:full`: exact softmax).")
-_SET = flags.DEFINE_multi_string(
-    "set", [], "Override any config value: dotted.path=JSON_VALUE, as "
-    "bin/train's --set, e.g. --set=data.batch_size=32.")
-_PRECISION = flags.DEFINE_enum("precision", "float32",
-                               list(config_lib.MIXED_PRECISIONS), "Precision.")
-_BATCHING = flags.DEFINE_enum("batching", "stream",
-                              list(config_lib.BATCHING_MODES), "Batching.")
-_CORPUS = flags.DEFINE_string("corpus", "ptb", "Corpus (as bin/train's).")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Unprofiled steps first.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Profiled steps.")
-_LOGDIR = flags.DEFINE_string(
-    "logdir", None, "Where the profiler writes its trace (TensorBoard "
-    "logdir); default runs/profile/<preset>_<precision>.")
-_OUT = flags.DEFINE_string(
-    "out", None, "Result JSON; default bench/results/profile_<preset>.json.")
+def define_flags() -> types.SimpleNamespace:
+  """Registers the program's flags; returns their holders.
+
+  Called only when the module runs as a program: tests import it in the
+  same process as bin/ programs, whose --out (bin/flag_utils.py) would
+  clash with this one's.
+  """
+  return types.SimpleNamespace(
+      preset=flags.DEFINE_string(
+          "preset", "cpu_small", "Model preset (`name:full`: exact softmax)."),
+      overrides=flags.DEFINE_multi_string(
+          "set", [], "Override any config value: dotted.path=JSON_VALUE, as "
+          "bin/train's --set, e.g. --set=data.batch_size=32."),
+      precision=flags.DEFINE_enum(
+          "precision", "float32", list(config_lib.MIXED_PRECISIONS),
+          "Precision."),
+      batching=flags.DEFINE_enum(
+          "batching", "stream", list(config_lib.BATCHING_MODES), "Batching."),
+      corpus=flags.DEFINE_string("corpus", "ptb", "Corpus (as bin/train's)."),
+      warmup=flags.DEFINE_integer("warmup", 3, "Unprofiled steps first."),
+      steps=flags.DEFINE_integer("steps", 5, "Profiled steps."),
+      logdir=flags.DEFINE_string(
+          "logdir", None, "Where the profiler writes its trace (TensorBoard "
+          "logdir); default runs/profile/<preset>_<precision>."),
+      out=flags.DEFINE_string(
+          "out", None,
+          "Result JSON; default bench/results/profile_<preset>.json."),
+  )
+
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                            "results")
@@ -332,23 +346,25 @@ def config_summary(config: config_lib.ExperimentConfig) -> dict[str, Any]:
   }
 
 
-def main(argv):
+def main(argv, flag_holders: types.SimpleNamespace):
   del argv
+  args = flag_holders  # define_flags()'s holders
   logging.set_verbosity(logging.WARNING)
   from elmo_tf import checkpoints as checkpoints_lib
   from elmo_tf import trainer as trainer_lib
-  preset = _PRESET.value
+  preset = args.preset.value
   name = preset.replace(":", "_")
-  config = build_config(preset, _PRECISION.value, _BATCHING.value,
-                        _CORPUS.value, _SET.value)
+  config = build_config(preset, args.precision.value, args.batching.value,
+                        args.corpus.value, args.overrides.value)
   base = os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd())
-  logdir = os.path.join(base, _LOGDIR.value or os.path.join(
-      "runs", "profile", f"{name}_{_PRECISION.value}"))
-  out = (os.path.join(base, _OUT.value) if _OUT.value else
+  logdir = os.path.join(base, args.logdir.value or os.path.join(
+      "runs", "profile", f"{name}_{args.precision.value}"))
+  out = (os.path.join(base, args.out.value) if args.out.value else
          os.path.join(RESULTS_DIR, f"profile_{name}.json"))
   with tempfile.TemporaryDirectory() as model_dir:
     with trainer_lib.make_trainer(config, model_dir) as trainer:
-      profile = profile_trainer(trainer, _STEPS.value, _WARMUP.value, logdir)
+      profile = profile_trainer(trainer, args.steps.value, args.warmup.value,
+                                logdir)
       summary = config_summary(trainer.config)
   checkpoints_lib.set_precision("float32")
   result = {
@@ -359,9 +375,9 @@ def main(argv):
       "command": "python -m bench.profile_step " + " ".join(sys.argv[1:]),
       "preset": preset,
       "config": summary,
-      "overrides": list(_SET.value),
-      "warmup_steps": _WARMUP.value,
-      "profiled_steps": _STEPS.value,
+      "overrides": list(args.overrides.value),
+      "warmup_steps": args.warmup.value,
+      "profiled_steps": args.steps.value,
       "logdir": logdir,
       **profile,
   }
@@ -381,4 +397,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(functools.partial(main, flag_holders=define_flags()))
