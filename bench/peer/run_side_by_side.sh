@@ -15,6 +15,11 @@
 #   d       embedding throughput at batch 32, `small` size: bilm-tf weights
 #           dumped from stage a's checkpoint, elmo_tf's SavedModel exported
 #           from stage a's run (so d needs a first)           (REPS runs)
+#   e       the published `medium` size (2 x 2048/256, 2048 filters, 1
+#           highway), float32, both sides, 8192 negatives    (REPS runs)
+#   f       the published `original` size, the paper's (2 x 4096/512,
+#           2048 filters, 2 highway), float32, both sides, 8192
+#           negatives                                        (REPS runs)
 #
 # $PEER must hold bilm-tf/: allenai/bilm-tf at 7cffee2 with the harness's
 # bilm-tf-tf2.patch applied (DEVELOPERS.md, "Side by side with bilm-tf").
@@ -27,11 +32,11 @@
 #
 # env: PEER (required), PROJECT (elmo_tf checkout with .venv; default this
 # repository), HARNESS (default /work/shared/peer-harness), K timed steps per
-# run (30), REPS runs per configuration (2), NS sentences embedded in d
-# (1024), FRESH=1 (move an existing $PEER/results aside first; `make
-# side-by-side` sets it unless SIDE_BY_SIDE_FRESH=0), THREADS (if set:
-# TF_NUM_INTRAOP_THREADS and TF_NUM_INTEROP_THREADS for both sides; default
-# TensorFlow's own choice).
+# run (30; K_LARGE in stages e and f, 10, whose steps take seconds), REPS
+# runs per configuration (2), NS sentences embedded in d (1024), FRESH=1
+# (move an existing $PEER/results aside first; `make side-by-side` sets it
+# unless SIDE_BY_SIDE_FRESH=0), THREADS (if set: TF_NUM_INTRAOP_THREADS and
+# TF_NUM_INTEROP_THREADS for both sides; default TensorFlow's own choice).
 set -euo pipefail
 PEER=${PEER:?set PEER to a scratch dir holding bilm-tf/}
 PEER=$(cd "$PEER" && pwd)
@@ -43,6 +48,7 @@ H=$HARNESS
 R=$PEER/results
 D=$PEER/data/ptb
 K=${K:-30}
+K_LARGE=${K_LARGE:-10}
 REPS=${REPS:-2}
 NS=${NS:-1024}
 STAGES=${1:-"prep smoke matmul a b c d"}
@@ -97,19 +103,36 @@ TINY_ELMO=(--preset cpu_fast --set data.batching='"stream"' --set data.batch_siz
   --set model.lstm.cell_clip=3 --set model.lstm.projection_clip=3 --set model.lstm.use_residual=true
   --set train.optimizer='"adagrad"' --set train.learning_rate=0.2 --set train.clip_norm=10
   --steps "$K" --warmup 3)
+# The published larger sizes (bilm-tf's defaults but the batch: 32 x 20 as in
+# the other stages; 8192 negatives, bilm-tf's and the paper's).
+large_bilm() {  # LSTM_DIM PROJ_DIM N_HIGHWAY
+  echo --lstm_dim "$1" --proj_dim "$2" --filters original --n_highway "$3" --char_embed_dim 16 \
+    --cell_clip 3 --proj_clip 3 --skip_connections 1 --dropout 0.1 --batch_size 32 \
+    --unroll_steps 20 --n_negative_samples 8192 --n_batches "$K_LARGE" --warmup 2
+}
+large_elmo() {  # PRESET LSTM_DIM PROJ_DIM N_HIGHWAY: one argument per line
+  printf '%s\n' --preset "$1" --set data.batching='"stream"' --set data.batch_size=32 \
+    --set data.unroll_steps=20 --set model.n_negative_samples=8192 --set model.dropout=0.1 \
+    --set model.char_cnn.n_highway="$4" --set model.char_cnn.embedding_dim=16 \
+    --set 'model.char_cnn.filters=[[1,32],[2,32],[3,64],[4,128],[5,256],[6,512],[7,1024]]' \
+    --set model.lstm.cell_dim="$2" --set model.lstm.projection_dim="$3" --set model.lstm.n_layers=2 \
+    --set model.lstm.cell_clip=3 --set model.lstm.projection_clip=3 --set model.lstm.use_residual=true \
+    --set train.optimizer='"adagrad"' --set train.learning_rate=0.2 --set train.clip_norm=10 \
+    --steps "$K_LARGE" --warmup 2
+}
 # Toy size for the smoke stage (seconds per side).
 TOY_BILM=(--lstm_dim 16 --proj_dim 8 --filters small --n_highway 1 --batch_size 2
   --unroll_steps 10 --n_negative_samples 16 --n_batches 2 --warmup 1)
 TOY_ELMO=(--preset tiny --set data.batch_size=8 --steps 2 --warmup 1)
 
 # The sitting's record (summarize.py reads it).
-"$PY" - "$R/sitting.json" "$STAGES" "$K" "$REPS" "$NS" "$PROJECT" "$HARNESS" "$PEER" <<'EOF'
+"$PY" - "$R/sitting.json" "$STAGES" "$K" "$K_LARGE" "$REPS" "$NS" "$PROJECT" "$HARNESS" "$PEER" <<'EOF'
 import datetime, json, os, sys
-path, stages, k, reps, ns, project, harness, peer = sys.argv[1:]
+path, stages, k, k_large, reps, ns, project, harness, peer = sys.argv[1:]
 old = json.load(open(path)) if os.path.exists(path) else {}
 old.setdefault("sittings", []).append({
     "start": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    "stages": stages.split(), "K": int(k), "REPS": int(reps), "NS": int(ns),
+    "stages": stages.split(), "K": int(k), "K_LARGE": int(k_large), "REPS": int(reps), "NS": int(ns),
     "project": project, "harness": harness, "peer": peer,
     "threads": os.environ.get("TF_NUM_INTRAOP_THREADS"),
     "command": os.environ.get("SIDE_BY_SIDE_COMMAND", "bench/peer/run_side_by_side.sh")})
@@ -216,4 +239,20 @@ if has d; then
       --out "$R/d_elmo_embed_$i.json" 2>"$R/d_elmo_embed_$i.log" | result
   done
 fi
+# e, f: the larger published sizes, float32.
+large_stage() {  # LETTER NAME PRESET LSTM_DIM PROJ_DIM N_HIGHWAY
+  local letter=$1 name=$2 preset=$3 lstm=$4 proj=$5 highway=$6 i
+  local bilm_args elmo_args
+  read -r -a bilm_args <<< "$(large_bilm "$lstm" "$proj" "$highway")"
+  mapfile -t elmo_args < <(large_elmo "$preset" "$lstm" "$proj" "$highway")
+  for i in $(seq "$REPS"); do
+    echo "-- ($letter) $name fp32 run $i $(ts)"
+    bilm "$letter$i" "$PY" "$H/bilm_train_bench.py" --train_prefix "$D/train.txt" --vocab "$D/vocab.txt" \
+      "${bilm_args[@]}" --out "$R/${letter}_bilm_${name}_$i.json" 2>"$R/${letter}_bilm_${name}_$i.log" | result
+    elmo "$letter$i" "$PY" -m bench.peer.elmo_train_bench "${elmo_args[@]}" \
+      --out "$R/${letter}_elmo_${name}_$i.json" 2>"$R/${letter}_elmo_${name}_$i.log" | result
+  done
+}
+if has e; then large_stage e medium medium 2048 256 1; fi
+if has f; then large_stage f original original 4096 512 2; fi
 echo "== done $(ts)"

@@ -1,7 +1,7 @@
 r"""The side-by-side table (issue 12) from one sitting's result JSONs.
 
 Reads what bench/peer/run_side_by_side.sh wrote to `--results`
-($PEER/results): the stage files `a_*`, `b_*`, `c_*`, `d_*` (one per run),
+($PEER/results): the stage files `a_*` to `f_*` (one per run),
 `matmul.txt`, `sitting.json` and `commands.tsv`. Writes `--output`
 (bench/results/side_by_side.json) and prints the markdown table:
 
@@ -89,6 +89,22 @@ ROWS = (
      "latency, one 20-token sentence (`tokens` signature)", "ms, median",
      None,
      ("d_elmo_embed_*.json", "latency_batch1_20tok_tokens.p50_ms")),
+    ("e_train_medium_fp32",
+     "training, the published `medium` size (2 x 2048/256, 2048 filters, "
+     "1 highway), float32, batch 32 x 20, 8192 negatives",
+     "target tokens/s per direction",
+     ("e_bilm_medium_*.json", "tokens_per_sec"),
+     ("e_elmo_medium_*.json", "tokens_per_sec_nominal")),
+    ("f_train_original_fp32",
+     "training, the paper's `original` size (2 x 4096/512, 2048 filters, "
+     "2 highway), float32, batch 32 x 20, 8192 negatives",
+     "target tokens/s per direction",
+     ("f_bilm_original_*.json", "tokens_per_sec"),
+     ("f_elmo_original_*.json", "tokens_per_sec_nominal")),
+    ("f_peak_rss_original_fp32",
+     "peak memory of that training process", "MiB",
+     ("f_bilm_original_*.json", "peak_rss_mb"),
+     ("f_elmo_original_*.json", "peak_rss_mb")),
 )
 
 
@@ -173,19 +189,23 @@ def _checkout_commit(path: str):
 def read_env(results: str) -> dict:
   """TensorFlow and bilm-tf facts recorded by the harness's bilm-tf side
   (else TensorFlow's version from an elmo_tf result)."""
-  for path in sorted(glob.glob(os.path.join(results, "[acd]_bilm_*.json"))):
+  for path in sorted(glob.glob(os.path.join(results, "[acdef]_bilm_*.json"))):
     with open(path, encoding="utf-8") as f:
       env = json.load(f).get("env")
     if env:
       if not env.get("bilm_commit") and env.get("bilm_path"):
         env["bilm_commit"] = _checkout_commit(env["bilm_path"])
       return env
-  for path in sorted(glob.glob(os.path.join(results, "[abcd]_elmo_*.json"))):
+  for path in sorted(glob.glob(os.path.join(results, "[a-f]_elmo_*.json"))):
     with open(path, encoding="utf-8") as f:
       version = json.load(f).get("tf")
     if version:
       return {"tensorflow": version}
   return {}
+
+
+# Stages that time something (prep and smoke do not).
+_MEASURING_STAGES = frozenset({"matmul", "a", "b", "c", "d", "e", "f"})
 
 
 def summarize(results: str) -> dict:
@@ -210,7 +230,7 @@ def summarize(results: str) -> dict:
   env = read_env(results)
   # The sittings that measured (a results folder may hold a smoke run too).
   measured = [s for s in sittings
-              if set(s["stages"]) & {"matmul", "a", "b", "c", "d"}] or sittings
+              if set(s["stages"]) & _MEASURING_STAGES] or sittings
   dates = sorted({s["start"][:10] for s in measured}) or [
       datetime.date.today().isoformat()]
   return {
@@ -258,9 +278,12 @@ def markdown(summary: dict) -> str:
         f"{dtype} {format_range(value_range(values))}"
         for dtype, values in matmul.items()) + ".")
   sittings = [s for s in summary["sittings"]
-              if set(s["stages"]) & {"matmul", "a", "b", "c", "d"}]
+              if set(s["stages"]) & _MEASURING_STAGES]
   for last in sittings:
-    lines.append(f"Command: `{last['command']}` (K={last['K']} timed steps, "
+    k_large = (f", K_LARGE={last['K_LARGE']} in e and f"
+               if set(last["stages"]) & {"e", "f"} else "")
+    lines.append(f"Command: `{last['command']}` (K={last['K']} timed steps"
+                 f"{k_large}, "
                  f"{last['REPS']} runs per configuration, stages "
                  f"{' '.join(last['stages'])}, intra-op threads "
                  f"{last['threads'] or _DEFAULT_THREADS}).")
