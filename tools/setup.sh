@@ -72,11 +72,18 @@ if [ "$(cat "$KERNEL_STAMP" 2>/dev/null)" != "$want" ] ||
    ! compgen -G "$OPS_CACHE/adagrad_kernel-*.so" >/dev/null; then
   echo "setup: building the custom ops (fused LSTMP, window max, highway gate, fused Adagrad)"
   if TF_CPP_MIN_LOG_LEVEL=3 "$VENV/bin/python" - 2>/dev/null <<'PY'
+import concurrent.futures
+import os
 import sys
 from elmo_tf.ops import fused_adagrad, fused_lstmp, highway_gate, window_max
+# One compiler per core: the LSTMP kernel takes about as long as the other
+# three together (~30 s each way on 2 cores).
+modules = (fused_lstmp, window_max, highway_gate, fused_adagrad)
+with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    loaded = list(pool.map(lambda module: module.load(), modules))
 failed = False
-for module in (fused_lstmp, window_max, highway_gate, fused_adagrad):
-    if module.load() is None:
+for module, library in zip(modules, loaded):
+    if library is None:
         print("setup: a custom op did not build (training uses TensorFlow's "
               "ops instead):", module.failure())
         failed = True
