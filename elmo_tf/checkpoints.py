@@ -308,11 +308,15 @@ def newest_intact_checkpoint(model_dir: str) -> tuple[str | None, list[str]]:
   """The newest checkpoint of `model_dir` that can be read, and the newer
   damaged ones skipped for it (each named in a warning).
 
-  Returns (None, []) when there is no checkpoint at all. Raises
-  `TrainingError` naming the damaged files when there are checkpoints but
-  none can be read: starting afresh over them must be a decision, not a
-  fallback. Used by every reader of a run: `load_trained_model`
-  (bin/evaluate, bin/export) and the trainer's resume.
+  Returns (None, []) when there is no checkpoint at all, and (None,
+  [that one]) when the only one is a first save that a crash interrupted
+  (no checkpoint list yet: the CheckpointManager writes it once a save is
+  complete), so that the re-run starts from step 0 as if the crash had come
+  a moment earlier, and saves that step over it. Raises `TrainingError`
+  naming the damaged files when there are other checkpoints and none can be
+  read: starting afresh over them must be a decision, not a fallback. Used
+  by every reader of a run: `load_trained_model` (bin/evaluate, bin/export)
+  and the trainer's resume.
   """
   skipped, problems = [], []
   for prefix in checkpoint_candidates(model_dir):
@@ -326,6 +330,12 @@ def newest_intact_checkpoint(model_dir: str) -> tuple[str | None, list[str]]:
       return prefix, skipped
     skipped.append(prefix)
     problems.append(problem)
+  state_file = os.path.join(model_dir, "checkpoint")
+  if len(skipped) == 1 and not tf.io.gfile.exists(state_file):
+    logging.warning(
+        "%s. It is a first save that was interrupted (%s lists no "
+        "checkpoint yet): starting from step 0.", problems[0], state_file)
+    return None, skipped
   if skipped:
     raise TrainingError(
         f"No intact checkpoint in {model_dir}: {'; '.join(problems)}. Move "

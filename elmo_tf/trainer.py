@@ -254,7 +254,7 @@ class Trainer:
         step=self.step)
     restored, damaged = checkpoints_lib.newest_intact_checkpoint(
         self.write_dir)
-    if damaged:
+    if damaged and restored:  # (None: an interrupted first save, no list.)
       _forget_checkpoints(self.write_dir, damaged, restored)
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, self.write_dir,

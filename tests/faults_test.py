@@ -384,6 +384,43 @@ class FaultsTest(unittest.TestCase):
                          [os.path.join(model_dir, "ckpt-10"), path])
         trainer.close()
 
+  def test_an_interrupted_first_save_restarts_from_step_0(self):
+    # A crash while the first checkpoint was being written: its index is
+    # empty and no checkpoint list exists yet (the CheckpointManager writes
+    # it after a save). Nothing was saved, so the re-run starts afresh.
+    model_dir = self.copy_of_base("first_save_interrupted")
+    for name in os.listdir(model_dir):
+      if name == "checkpoint" or name.startswith("ckpt-"):
+        os.remove(os.path.join(model_dir, name))
+    shutil.copy(os.path.join(self.base, DATA_FILE),
+                os.path.join(model_dir, "ckpt-10.data-00000-of-00001"))
+    open(os.path.join(model_dir, "ckpt-10.index"), "w").close()
+    with self.assertLogs("absl", "WARNING") as logs:
+      path, skipped = checkpoints_lib.newest_intact_checkpoint(model_dir)
+    self.assertEqual((path, skipped),
+                     (None, [os.path.join(model_dir, "ckpt-10")]))
+    self.assertIn(f"{model_dir}/ckpt-10.index is damaged", logs.output[0])
+    self.assertIn("first save that was interrupted", logs.output[0])
+    with self.assertLogs("absl", "WARNING"):
+      trainer_lib.train(tiny_config(self.corpus, max_steps=20), model_dir,
+                        cache_root=self.cache)
+    # ckpt-10 saved again over the damaged files, and the same weights as
+    # the uninterrupted run's at step 20.
+    path, skipped = checkpoints_lib.newest_intact_checkpoint(model_dir)
+    self.assertEqual((path, skipped),
+                     (os.path.join(model_dir, "ckpt-20"), []))
+    self.assertIsNone(checkpoints_lib.checkpoint_problem(
+        os.path.join(model_dir, "ckpt-10")))
+    base = tf.train.load_checkpoint(os.path.join(self.base, "ckpt-20"))
+    again = tf.train.load_checkpoint(path)
+    for name in base.get_variable_to_shape_map():
+      if name.startswith("model_variables/"):
+        np.testing.assert_allclose(again.get_tensor(name),
+                                   base.get_tensor(name), atol=1e-6,
+                                   err_msg=name)
+    # With a checkpoint list (saves completed before), damage everywhere is
+    # still an error (test_export_falls_back_and_no_intact_checkpoint_...).
+
   def test_a_resumed_run_saves_over_the_damaged_checkpoint(self):
     model_dir = self.damaged_copy("resaved", DATA_FILE, lambda size: 0)
     with self.assertLogs("absl", "WARNING"):
