@@ -208,18 +208,14 @@ def _bfloat16_matmul_forward(x, keep, h0, c0, kernel, bias, projection,
   return h_seq
 
 
-class BFloat16MatmulsTest(tf.test.TestCase):
-  """`bf16_matmuls` (mixed_bfloat16): AMX tiles or AVX512-BF16 dot
-  products where the CPU has them."""
+class _RandomInputs:
+  """Random inputs of the op at shapes its packed matmuls take, with
+  padding, and `_run` (a test case mixin)."""
 
-  def setUp(self):
-    super().setUp()
-    # Multiples of 32 in batch, cell and projection: what the tiles take.
-    batch, steps, cell, proj = 32, 5, 64, 32
+  def _set_inputs(self, batch=32, steps=5, cell=64, proj=32, inputs=32):
     rng = np.random.default_rng(11)
     normal = lambda *shape, scale=1.0: (
         rng.normal(size=shape) * scale).astype(np.float32)
-    inputs = 32
     self.x = normal(batch, steps, inputs)
     keep = np.ones((batch, steps), np.float32)
     keep[3, 3:] = 0  # right padding
@@ -249,6 +245,55 @@ class BFloat16MatmulsTest(tf.test.TestCase):
               0.5 * tf.reduce_sum(h_last * h_last) + tf.reduce_sum(c_last))
     return [v.numpy() for v in
             [h_seq, c_seq, h_last, c_last] + tape.gradient(loss, inputs)]
+
+
+def _cpu_has_avx512f() -> bool:
+  with open("/proc/cpuinfo", encoding="utf-8") as f:
+    return "avx512f" in f.read().split()
+
+
+class Float32StepMatmulsTest(_RandomInputs, tf.test.TestCase):
+  """float32: the steps' products on AVX-512 with the weights packed once
+  (f32mm), else Eigen's; $ELMO_TF_LSTMP_FLOAT32=eigen asks for Eigen's."""
+
+  def _both(self, reverse):
+    packed = self._run(False, reverse)
+    with mock.patch.dict(os.environ, {"ELMO_TF_LSTMP_FLOAT32": "eigen"}):
+      eigen = self._run(False, reverse)
+    return packed, eigen
+
+  def test_packed_products_match_eigens_to_float_rounding(self):
+    # Batch 8 is one block of rows, 40 five; with cell 128 the gradient's
+    # dz @ W_h^T sums over 4 * cell = 512, two of the 256-deep blocks.
+    for batch, cell in ((32, 64), (8, 128), (40, 32)):
+      for reverse in (False, True):
+        with self.subTest(batch=batch, cell=cell, reverse=reverse):
+          self._set_inputs(batch=batch, cell=cell)
+          packed, eigen = self._both(reverse)
+          for p, e in zip(packed, eigen):  # outputs, states, gradients
+            self.assertAllClose(p, e, atol=1e-5 * np.abs(e).max(), rtol=1e-5)
+          if _cpu_has_avx512f():  # The packed path ran: other sums' order.
+            self.assertFalse(all(np.array_equal(p, e)
+                                 for p, e in zip(packed, eigen)))
+          else:
+            for p, e in zip(packed, eigen):
+              self.assertAllEqual(p, e)
+
+  def test_a_batch_the_blocks_do_not_take_runs_eigens(self):
+    self._set_inputs(batch=12)
+    packed, eigen = self._both(reverse=False)
+    for p, e in zip(packed, eigen):
+      self.assertAllEqual(p, e)
+
+
+class BFloat16MatmulsTest(_RandomInputs, tf.test.TestCase):
+  """`bf16_matmuls` (mixed_bfloat16): AMX tiles or AVX512-BF16 dot
+  products where the CPU has them."""
+
+  def setUp(self):
+    super().setUp()
+    # Multiples of 32 in batch, cell and projection: what the tiles take.
+    self._set_inputs(batch=32, steps=5, cell=64, proj=32, inputs=32)
 
   def test_backend_is_reported_as_the_cpu_has_it(self):
     with open("/proc/cpuinfo", encoding="utf-8") as f:

@@ -7,8 +7,10 @@
 // each dispatched separately by TensorFlow's executor; their per-op cost,
 // not the flops, dominates the training step (BENCHMARKS.md, "Where a
 // training step's time goes"). Here one op runs all T steps and one op
-// runs their gradient, with the matmuls in Eigen and the elementwise math
-// in vectorized Eigen arrays.
+// runs their gradient, with the elementwise math in vectorized Eigen arrays
+// and the matmuls in Eigen, except each step's products with a whole
+// weight, which run on weights packed once per call (f32mm below, AVX-512;
+// or bf16mm under mixed_bfloat16).
 //
 // The math is ProjectedLSTM's (TF1 LSTMCell with num_proj, cell_clip,
 // proj_clip, as bilm-tf), per step t, for a row whose keep[b, t] is 1:
@@ -554,6 +556,125 @@ inline void Gemm(Backend backend, int m, int n, int64_t k, const bf16* a,
 
 }  // namespace bf16mm
 
+// ---- float32 per-step matmuls: AVX-512 FMAs on weights packed once -------
+//
+// A step's products have B rows (32 at ELMo's batch) against a whole
+// weight: z += h_prev @ W_h, h_pre = m @ W_p, and in the gradient
+// dm = dh_pre @ W_p^T, dh = dz @ W_h^T. Eigen packs the weight again at
+// every call, so each step copied all of it for 32 rows of work: at the
+// paper's `original` size (W_h 512 x 16,384) the per-step matmuls ran at
+// ~50-70 GFLOP/s of one core's ~105 (BENCHMARKS.md, twenty-second
+// sitting). Here each weight (or its transpose) is packed once per op
+// call, and every step reads it in place:
+//   packed[n / 32][k][n % 32] = B[k][n]
+// (panels of 32 columns, each k x 32 contiguous). C (m x n, row stride ldc)
+// (+)= A (m x k, row stride lda) @ B in blocks of 8 rows x 32 columns held
+// in 16 zmm accumulators; k in blocks of kDepth, so that a panel's block
+// stays in L2 across the row blocks. Each C element sums its k products in
+// order, one FMA each, so results differ from Eigen's in the last bits.
+// m % 8 == 0, n % 32 == 0 (Usable()). The float32 matmuls
+// over all B * T rows (the input part, the weight gradients) stay Eigen's,
+// which packs once per call anyway.
+namespace f32mm {
+
+#define ELMO_TF_AVX512_TARGET __attribute__((target("avx512f")))
+
+bool Avx512Available() {
+  static const bool available = [] {
+    unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    return (ebx & (1u << 16)) != 0;  // AVX512F
+  }();
+  return available;
+}
+
+// Whether the packed path runs: AVX-512, shapes that fit the blocks, and
+// not turned off by $ELMO_TF_LSTMP_FLOAT32=eigen (for A/B runs and tests;
+// read at each op call).
+inline bool Usable(int batch, int cell, int proj) {
+  const char* asked = std::getenv("ELMO_TF_LSTMP_FLOAT32");
+  if (asked != nullptr && std::strcmp(asked, "eigen") == 0) return false;
+  return Avx512Available() && batch > 0 && batch % 8 == 0 &&
+         cell % 32 == 0 && proj % 32 == 0;
+}
+
+inline std::unique_ptr<float[]> Buffer(int64_t n) {
+  return std::unique_ptr<float[]>(new float[n]);
+}
+
+// packed = B = src (k x n, row stride src_stride).
+inline void PackRows(const float* src, int64_t src_stride, int k, int n,
+                     float* packed) {
+  for (int j = 0; j < n; j += 32) {
+    float* out = packed + static_cast<int64_t>(j) * k;
+    for (int kk = 0; kk < k; ++kk) {
+      std::memcpy(out + static_cast<int64_t>(kk) * 32,
+                  src + kk * src_stride + j, 32 * sizeof(float));
+    }
+  }
+}
+
+// packed = B = the transpose of src (n x k, row stride src_stride): panel
+// j holds src's rows j .. j + 31 side by side, read 16 columns at a time
+// (32 rows x 16 floats stay in L1 while they are scattered into place).
+inline void PackTransposed(const float* src, int64_t src_stride, int n,
+                           int k, float* packed) {
+  for (int j = 0; j < n; j += 32) {
+    float* out = packed + static_cast<int64_t>(j) * k;
+    for (int k0 = 0; k0 < k; k0 += 16) {
+      const int k1 = std::min(k0 + 16, k);
+      for (int c = 0; c < 32; ++c) {
+        const float* row = src + (j + c) * src_stride;
+        for (int kk = k0; kk < k1; ++kk) out[kk * 32 + c] = row[kk];
+      }
+    }
+  }
+}
+
+ELMO_TF_AVX512_TARGET void Gemm(int m, int n, int k, const float* a,
+                                int64_t lda, const float* packed, float* c,
+                                int64_t ldc, bool accumulate) {
+  constexpr int kRows = 8;
+  // 256 rows of a 32-column panel: 32 KiB, in L2 across the row blocks.
+  constexpr int kDepth = 256;
+  for (int k0 = 0; k0 < k; k0 += kDepth) {
+    const int k1 = std::min(k0 + kDepth, k);
+    const bool add_to_c = accumulate || k0 > 0;
+    for (int j = 0; j < n; j += 32) {
+      const float* panel = packed + static_cast<int64_t>(j) * k;
+      for (int i = 0; i < m; i += kRows) {
+        __m512 acc0[kRows], acc1[kRows];
+#pragma GCC unroll 8
+        for (int r = 0; r < kRows; ++r) {
+          float* c_row = c + (i + r) * ldc + j;
+          acc0[r] = add_to_c ? _mm512_loadu_ps(c_row) : _mm512_setzero_ps();
+          acc1[r] =
+              add_to_c ? _mm512_loadu_ps(c_row + 16) : _mm512_setzero_ps();
+        }
+        const float* a_block = a + i * lda;
+        for (int kk = k0; kk < k1; ++kk) {
+          const __m512 b0 = _mm512_loadu_ps(panel + kk * 32);
+          const __m512 b1 = _mm512_loadu_ps(panel + kk * 32 + 16);
+#pragma GCC unroll 8
+          for (int r = 0; r < kRows; ++r) {
+            const __m512 a_rk = _mm512_set1_ps(a_block[r * lda + kk]);
+            acc0[r] = _mm512_fmadd_ps(a_rk, b0, acc0[r]);
+            acc1[r] = _mm512_fmadd_ps(a_rk, b1, acc1[r]);
+          }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < kRows; ++r) {
+          float* c_row = c + (i + r) * ldc + j;
+          _mm512_storeu_ps(c_row, acc0[r]);
+          _mm512_storeu_ps(c_row + 16, acc1[r]);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace f32mm
+
 struct Dims {
   int batch, steps, input, cell, proj;
 };
@@ -687,6 +808,10 @@ class ElmoLstmpSequenceOp : public OpKernel {
     const bool use_bf16 =
         bf16mm::Usable(backend, bf16_matmuls_, B, I, H, P) && T > 0;
     std::unique_ptr<bf16mm::bf16[]> w_packed, w_p_packed, a_xh, a_m;
+    // float32 (no bfloat16 matmuls): W_h and W_p packed once for the steps'
+    // products (f32mm), where AVX-512 runs them.
+    const bool use_f32 = !use_bf16 && f32mm::Usable(B, H, P);
+    std::unique_ptr<float[]> w_h_f32, w_p_f32;
     if (use_bf16) {
       w_packed = bf16mm::Buffer(static_cast<int64_t>(I + P) * 4 * H);
       bf16mm::PackRows(kernel_data, 4 * H, I + P, 4 * H, w_packed.get());
@@ -702,6 +827,12 @@ class ElmoLstmpSequenceOp : public OpKernel {
       const int64_t rows = static_cast<int64_t>(B) * T;
       MatrixMap(gates->flat<float>().data(), rows, 4 * H).noalias() =
           ConstMatrixMap(x.flat<float>().data(), rows, I) * w_x_m;
+      if (use_f32) {
+        w_h_f32 = f32mm::Buffer(static_cast<int64_t>(P) * 4 * H);
+        f32mm::PackRows(w_h_m.data(), 4 * H, P, 4 * H, w_h_f32.get());
+        w_p_f32 = f32mm::Buffer(static_cast<int64_t>(H) * P);
+        f32mm::PackRows(w_p_m.data(), P, H, P, w_p_f32.get());
+      }
     }
     const float* h_prev_base = h0.flat<float>().data();
     const float* c_prev_base = c0.flat<float>().data();
@@ -720,6 +851,10 @@ class ElmoLstmpSequenceOp : public OpKernel {
         bf16mm::Gemm(backend, B, 4 * H, I + P, a_xh.get(), w_packed.get(),
                      z.data(), static_cast<int64_t>(T) * 4 * H,
                      /*accumulate=*/false);
+      } else if (use_f32) {
+        f32mm::Gemm(B, 4 * H, P, h_prev.data(), prev_stride_h, w_h_f32.get(),
+                    z.data(), static_cast<int64_t>(T) * 4 * H,
+                    /*accumulate=*/true);
       } else {
         z.noalias() += h_prev * w_h_m;
       }
@@ -743,6 +878,9 @@ class ElmoLstmpSequenceOp : public OpKernel {
         bf16mm::ConvertRows(m.data(), H, B, H, a_m.get());
         bf16mm::Gemm(backend, B, P, H, a_m.get(), w_p_packed.get(), hp.data(),
                      static_cast<int64_t>(T) * P, /*accumulate=*/false);
+      } else if (use_f32) {
+        f32mm::Gemm(B, P, H, m.data(), H, w_p_f32.get(), hp.data(),
+                    static_cast<int64_t>(T) * P, /*accumulate=*/false);
       } else {
         hp.noalias() = m * w_p_m;
       }
@@ -944,6 +1082,16 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
       dz_packed = bf16mm::Buffer(rows * 4 * H);
       bf16mm::Begin(backend);
     }
+    // float32 (no bfloat16 matmuls): W_p^T and W_h^T packed once for the
+    // steps' products (f32mm), where AVX-512 runs them.
+    const bool use_f32 = !use_bf16 && f32mm::Usable(B, H, P);
+    std::unique_ptr<float[]> w_p_t_f32, w_h_t_f32;
+    if (use_f32) {
+      w_p_t_f32 = f32mm::Buffer(static_cast<int64_t>(P) * H);
+      f32mm::PackTransposed(w_p_m.data(), P, H, P, w_p_t_f32.get());
+      w_h_t_f32 = f32mm::Buffer(static_cast<int64_t>(4) * H * P);
+      f32mm::PackTransposed(w_h_m.data(), 4 * H, P, 4 * H, w_h_t_f32.get());
+    }
     d_bias_v.setZero();
     for (int n = T - 1; n >= 0; --n) {
       const int t = reverse_ ? T - 1 - n : n;
@@ -980,6 +1128,9 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
                             a_dh_pre.get());
         bf16mm::Gemm(backend, B, H, P, a_dh_pre.get(), w_p_t_packed.get(),
                      dm.data(), H, /*accumulate=*/false);
+      } else if (use_f32) {
+        f32mm::Gemm(B, H, P, dh_pre.data(), dh_pre.outerStride(),
+                    w_p_t_f32.get(), dm.data(), H, /*accumulate=*/false);
       } else {
         dm.noalias() = dh_pre * w_p_m.transpose();
       }
@@ -1013,6 +1164,9 @@ class ElmoLstmpSequenceGradOp : public OpKernel {
                          first_row / 2, rows / 2);
         bf16mm::PackRows(dz.data(), dz.outerStride(), B, 4 * H, dz_packed.get(),
                          first_row / 2, rows / 2);
+      } else if (use_f32) {
+        f32mm::Gemm(B, P, 4 * H, dz.data(), dz.outerStride(), w_h_t_f32.get(),
+                    dh_carry.data(), P, /*accumulate=*/false);
       } else {
         dh_carry.noalias() = dz * w_h_m.transpose();
       }
