@@ -357,6 +357,17 @@ class FaultsTest(unittest.TestCase):
     os.truncate(path, new_size(os.path.getsize(path)))
     return model_dir
 
+  def assert_same_model_weights(self, prefix: str, expected_prefix: str):
+    """Every model variable of checkpoint `prefix` equals (to 1e-6) the one
+    of `expected_prefix`."""
+    expected = tf.train.load_checkpoint(expected_prefix)
+    got = tf.train.load_checkpoint(prefix)
+    for name in expected.get_variable_to_shape_map():
+      if name.startswith("model_variables/"):
+        np.testing.assert_allclose(got.get_tensor(name),
+                                   expected.get_tensor(name), atol=1e-6,
+                                   err_msg=name)
+
   def test_every_damage_falls_back_to_the_newest_intact_checkpoint(self):
     for name, (file_name, new_size) in self.DAMAGES.items():
       with self.subTest(name):
@@ -411,13 +422,7 @@ class FaultsTest(unittest.TestCase):
                      (os.path.join(model_dir, "ckpt-20"), []))
     self.assertIsNone(checkpoints_lib.checkpoint_problem(
         os.path.join(model_dir, "ckpt-10")))
-    base = tf.train.load_checkpoint(os.path.join(self.base, "ckpt-20"))
-    again = tf.train.load_checkpoint(path)
-    for name in base.get_variable_to_shape_map():
-      if name.startswith("model_variables/"):
-        np.testing.assert_allclose(again.get_tensor(name),
-                                   base.get_tensor(name), atol=1e-6,
-                                   err_msg=name)
+    self.assert_same_model_weights(path, os.path.join(self.base, "ckpt-20"))
     # With a checkpoint list (saves completed before), damage everywhere is
     # still an error (test_export_falls_back_and_no_intact_checkpoint_...).
 
@@ -431,13 +436,7 @@ class FaultsTest(unittest.TestCase):
                      (os.path.join(model_dir, "ckpt-30"), []))
     # The same weights as before the damage: the resumed steps 21-30 replay
     # the same batches.
-    base = tf.train.load_checkpoint(os.path.join(self.base, "ckpt-30"))
-    again = tf.train.load_checkpoint(path)
-    for name in base.get_variable_to_shape_map():
-      if name.startswith("model_variables/"):
-        np.testing.assert_allclose(again.get_tensor(name),
-                                   base.get_tensor(name), atol=1e-6,
-                                   err_msg=name)
+    self.assert_same_model_weights(path, os.path.join(self.base, "ckpt-30"))
 
   def test_export_falls_back_and_no_intact_checkpoint_is_one_line(self):
     model_dir = self.damaged_copy("export_half", DATA_FILE,
