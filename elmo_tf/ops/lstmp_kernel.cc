@@ -173,6 +173,17 @@ inline void GateGradientsRow(int H, float cell_clip, const float* g,
   }
 }
 
+// AVX512F present: the 512-bit registers and FMAs that both the float32
+// (f32mm) and the AVX512-BF16 (bf16mm) matmuls below need.
+bool Avx512fAvailable() {
+  static const bool available = [] {
+    unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    return (ebx & (1u << 16)) != 0;  // AVX512F
+  }();
+  return available;
+}
+
 // ---- bfloat16 matmuls: AMX tiles, or AVX512-BF16 dot products -------------
 //
 // C (M x N float32) (+)= A (M x K bfloat16) @ B (K x N bfloat16), with A
@@ -202,10 +213,10 @@ using bf16 = uint16_t;
 // zmm registers are enabled wherever AVX-512 is).
 bool Avx512Bf16Available() {
   static const bool available = [] {
+    if (!Avx512fAvailable()) return false;
     unsigned eax, ebx, ecx, edx;
     if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
-    const bool avx512f = ebx & (1u << 16), avx512bw = ebx & (1u << 30);
-    if (!(avx512f && avx512bw)) return false;
+    if (!(ebx & (1u << 30))) return false;  // AVX512BW
     if (!__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) return false;
     return (eax & (1u << 5)) != 0;  // AVX512_BF16
   }();
@@ -579,22 +590,13 @@ namespace f32mm {
 
 #define ELMO_TF_AVX512_TARGET __attribute__((target("avx512f")))
 
-bool Avx512Available() {
-  static const bool available = [] {
-    unsigned eax, ebx, ecx, edx;
-    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
-    return (ebx & (1u << 16)) != 0;  // AVX512F
-  }();
-  return available;
-}
-
 // Whether the packed path runs: AVX-512, shapes that fit the blocks, and
 // not turned off by $ELMO_TF_LSTMP_FLOAT32=eigen (for A/B runs and tests;
 // read at each op call).
 inline bool Usable(int batch, int cell, int proj) {
   const char* asked = std::getenv("ELMO_TF_LSTMP_FLOAT32");
   if (asked != nullptr && std::strcmp(asked, "eigen") == 0) return false;
-  return Avx512Available() && batch > 0 && batch % 8 == 0 &&
+  return Avx512fAvailable() && batch > 0 && batch % 8 == 0 &&
          cell % 32 == 0 && proj % 32 == 0;
 }
 
