@@ -247,9 +247,10 @@ class _RandomInputs:
             [h_seq, c_seq, h_last, c_last] + tape.gradient(loss, inputs)]
 
 
-def _cpu_has_avx512f() -> bool:
+def _cpu_flags() -> set[str]:
+  """The words of /proc/cpuinfo, its CPU flags among them."""
   with open("/proc/cpuinfo", encoding="utf-8") as f:
-    return "avx512f" in f.read().split()
+    return set(f.read().split())
 
 
 class Float32StepMatmulsTest(_RandomInputs, tf.test.TestCase):
@@ -272,7 +273,8 @@ class Float32StepMatmulsTest(_RandomInputs, tf.test.TestCase):
           packed, eigen = self._both(reverse)
           for p, e in zip(packed, eigen):  # outputs, states, gradients
             self.assertAllClose(p, e, atol=1e-5 * np.abs(e).max(), rtol=1e-5)
-          if _cpu_has_avx512f():  # The packed path ran: other sums' order.
+          # With AVX-512 the packed path ran: its sums' order is another.
+          if "avx512f" in _cpu_flags():
             self.assertFalse(all(np.array_equal(p, e)
                                  for p, e in zip(packed, eigen)))
           else:
@@ -296,8 +298,7 @@ class BFloat16MatmulsTest(_RandomInputs, tf.test.TestCase):
     self._set_inputs(batch=32, steps=5, cell=64, proj=32, inputs=32)
 
   def test_backend_is_reported_as_the_cpu_has_it(self):
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      flags = set(f.read().split())
+    flags = _cpu_flags()
     has_avx512_bf16 = {"avx512f", "avx512bw", "avx512_bf16"} <= flags
     has_amx = has_avx512_bf16 and {"amx_bf16", "amx_tile"} <= flags
     backend = fused_lstmp.bfloat16_backend()
