@@ -60,6 +60,12 @@ def vocab_path(model_dir: str) -> str:
   return os.path.join(model_dir, VOCAB_FILENAME)
 
 
+def checkpoint_list_path(model_dir: str) -> str:
+  """The CheckpointManager's list of the run's checkpoints (TensorFlow's
+  `checkpoint` state file, written after each completed save)."""
+  return os.path.join(model_dir, "checkpoint")
+
+
 def checkpoint_step(path: str) -> int:
   """The step N of a checkpoint prefix `.../ckpt-N`."""
   return int(path.rsplit("-", 1)[-1])
@@ -248,7 +254,7 @@ def checkpoint_candidates(model_dir: str) -> list[str]:
   except Exception as e:  # A damaged text proto: ParseError, OpError...
     logging.warning("Cannot read the checkpoint list %s (%s); looking for "
                     "checkpoint files instead.",
-                    os.path.join(model_dir, "checkpoint"), _one_line(e))
+                    checkpoint_list_path(model_dir), _one_line(e))
     state = None
   if state is not None:
     prefixes.update(normalize_path(p)
@@ -330,11 +336,11 @@ def newest_intact_checkpoint(model_dir: str) -> tuple[str | None, list[str]]:
       return prefix, skipped
     skipped.append(prefix)
     problems.append(problem)
-  state_file = os.path.join(model_dir, "checkpoint")
-  if len(skipped) == 1 and not tf.io.gfile.exists(state_file):
+  checkpoint_list = checkpoint_list_path(model_dir)
+  if len(skipped) == 1 and not tf.io.gfile.exists(checkpoint_list):
     logging.warning(
         "%s. It is a first save that was interrupted (%s lists no "
-        "checkpoint yet): starting from step 0.", problems[0], state_file)
+        "checkpoint yet): starting from step 0.", problems[0], checkpoint_list)
     return None, skipped
   if skipped:
     raise TrainingError(
