@@ -346,9 +346,9 @@ def config_summary(config: config_lib.ExperimentConfig) -> dict[str, Any]:
   }
 
 
-def main(argv, flag_holders: types.SimpleNamespace):
+def main(argv, args: types.SimpleNamespace):
+  """The program; `args` holds the flags (`define_flags()`)."""
   del argv
-  args = flag_holders  # define_flags()'s holders
   logging.set_verbosity(logging.WARNING)
   from elmo_tf import checkpoints as checkpoints_lib
   from elmo_tf import trainer as trainer_lib
@@ -397,4 +397,4 @@ def main(argv, flag_holders: types.SimpleNamespace):
 
 
 if __name__ == "__main__":
-  app.run(functools.partial(main, flag_holders=define_flags()))
+  app.run(functools.partial(main, args=define_flags()))
