@@ -57,8 +57,8 @@ _CALIBRATION_WARMUP = flags.DEFINE_integer(
 _RUNS_DIR = flags.DEFINE_string(
     "runs_dir", os.path.join(_REPO, "runs", "fusion"),
     "Where the runs, exports and per-encoder results go.")
-# Not `--corpus`: bench/profile_step defines that flag, and both modules
-# are imported into one process by the test suite.
+# `--recipe`, not `--corpus`: it picks a corpus together with its training
+# recipe (RECIPES).
 _RECIPE = flags.DEFINE_enum(
     "recipe", "peoples_daily", ["peoples_daily", "ptb"],
     "peoples_daily: by character, the shipped Chinese model's recipe; ptb: "
