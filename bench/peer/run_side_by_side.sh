@@ -105,10 +105,10 @@ TINY_ELMO=(--preset cpu_fast --set data.batching='"stream"' --set data.batch_siz
   --steps "$K" --warmup 3)
 # The published larger sizes (bilm-tf's defaults but the batch: 32 x 20 as in
 # the other stages; 8192 negatives, bilm-tf's and the paper's).
-large_bilm() {  # LSTM_DIM PROJ_DIM N_HIGHWAY
-  echo --lstm_dim "$1" --proj_dim "$2" --filters original --n_highway "$3" --char_embed_dim 16 \
-    --cell_clip 3 --proj_clip 3 --skip_connections 1 --dropout 0.1 --batch_size 32 \
-    --unroll_steps 20 --n_negative_samples 8192 --n_batches "$K_LARGE" --warmup 2
+large_bilm() {  # LSTM_DIM PROJ_DIM N_HIGHWAY: one argument per line
+  printf '%s\n' --lstm_dim "$1" --proj_dim "$2" --filters original --n_highway "$3" \
+    --char_embed_dim 16 --cell_clip 3 --proj_clip 3 --skip_connections 1 --dropout 0.1 \
+    --batch_size 32 --unroll_steps 20 --n_negative_samples 8192 --n_batches "$K_LARGE" --warmup 2
 }
 large_elmo() {  # PRESET LSTM_DIM PROJ_DIM N_HIGHWAY: one argument per line
   printf '%s\n' --preset "$1" --set data.batching='"stream"' --set data.batch_size=32 \
@@ -207,15 +207,20 @@ if has b; then
       --out "$R/b_elmo_small_bf16_$i.json" 2>"$R/b_elmo_small_bf16_$i.log" | result
   done
 fi
-if has c; then
+# Float32 training on both sides, REPS runs (stages c, e, f): LETTER LABEL
+# NAME (of the result files) and the names of the two sides' argument arrays.
+train_both_sides() {
+  local letter=$1 label=$2 name=$3 i
+  local -n bilm_args=$4 elmo_args=$5
   for i in $(seq "$REPS"); do
-    echo "-- (c) 256/64 fp32 run $i $(ts)"
-    bilm "c$i" "$PY" "$H/bilm_train_bench.py" --train_prefix "$D/train.txt" --vocab "$D/vocab.txt" \
-      "${TINY_BILM[@]}" --out "$R/c_bilm_tiny_$i.json" 2>"$R/c_bilm_tiny_$i.log" | result
-    elmo "c$i" "$PY" -m bench.peer.elmo_train_bench "${TINY_ELMO[@]}" \
-      --out "$R/c_elmo_tiny_$i.json" 2>"$R/c_elmo_tiny_$i.log" | result
+    echo "-- ($letter) $label fp32 run $i $(ts)"
+    bilm "$letter$i" "$PY" "$H/bilm_train_bench.py" --train_prefix "$D/train.txt" --vocab "$D/vocab.txt" \
+      "${bilm_args[@]}" --out "$R/${letter}_bilm_${name}_$i.json" 2>"$R/${letter}_bilm_${name}_$i.log" | result
+    elmo "$letter$i" "$PY" -m bench.peer.elmo_train_bench "${elmo_args[@]}" \
+      --out "$R/${letter}_elmo_${name}_$i.json" 2>"$R/${letter}_elmo_${name}_$i.log" | result
   done
-fi
+}
+if has c; then train_both_sides c 256/64 tiny TINY_BILM TINY_ELMO; fi
 if has d; then
   echo "-- (d) dump / export $(ts)"
   [ -f "$PEER/ckpt_small_bilm/options.json" ] && [ -d "$PEER/elmo_small_run" ] || {
@@ -239,20 +244,15 @@ if has d; then
       --out "$R/d_elmo_embed_$i.json" 2>"$R/d_elmo_embed_$i.log" | result
   done
 fi
-# e, f: the larger published sizes, float32.
-large_stage() {  # LETTER NAME PRESET LSTM_DIM PROJ_DIM N_HIGHWAY
-  local letter=$1 name=$2 preset=$3 lstm=$4 proj=$5 highway=$6 i
-  local bilm_args elmo_args
-  read -r -a bilm_args <<< "$(large_bilm "$lstm" "$proj" "$highway")"
-  mapfile -t elmo_args < <(large_elmo "$preset" "$lstm" "$proj" "$highway")
-  for i in $(seq "$REPS"); do
-    echo "-- ($letter) $name fp32 run $i $(ts)"
-    bilm "$letter$i" "$PY" "$H/bilm_train_bench.py" --train_prefix "$D/train.txt" --vocab "$D/vocab.txt" \
-      "${bilm_args[@]}" --out "$R/${letter}_bilm_${name}_$i.json" 2>"$R/${letter}_bilm_${name}_$i.log" | result
-    elmo "$letter$i" "$PY" -m bench.peer.elmo_train_bench "${elmo_args[@]}" \
-      --out "$R/${letter}_elmo_${name}_$i.json" 2>"$R/${letter}_elmo_${name}_$i.log" | result
-  done
-}
-if has e; then large_stage e medium medium 2048 256 1; fi
-if has f; then large_stage f original original 4096 512 2; fi
+# e, f: the larger published sizes.
+if has e; then
+  mapfile -t MEDIUM_BILM < <(large_bilm 2048 256 1)
+  mapfile -t MEDIUM_ELMO < <(large_elmo medium 2048 256 1)
+  train_both_sides e medium medium MEDIUM_BILM MEDIUM_ELMO
+fi
+if has f; then
+  mapfile -t ORIGINAL_BILM < <(large_bilm 4096 512 2)
+  mapfile -t ORIGINAL_ELMO < <(large_elmo original 4096 512 2)
+  train_both_sides f original original ORIGINAL_BILM ORIGINAL_ELMO
+fi
 echo "== done $(ts)"
