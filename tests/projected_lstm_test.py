@@ -329,6 +329,84 @@ class ProjectedLSTMTest(tf.test.TestCase):
     self.assertNotIn("Split", op_types(False))
     self.assertIn("Unpack", op_types(False))
 
+  def test_inference_packs_right_padded_rows(self):
+    # Inference over dynamic lengths computes real tokens only (rows sorted
+    # longest first, each step on the rows that still have a token): the
+    # same outputs and final states as the NumPy reference, with padding
+    # columns beyond the longest row, rows of every length (0 included) and
+    # an initial state.
+    layer = self._make_layer(static_unroll_max_steps=0)
+    x_spec = tf.TensorSpec((None, None, self.input_dim), tf.float32)
+    specs = [x_spec, tf.TensorSpec((None, None), tf.bool),
+             tf.TensorSpec((None, self.projection_dim), tf.float32),
+             tf.TensorSpec((None, self.cell_dim), tf.float32)]
+    lengths = np.array([2, 6, 0, 1, 4, 6])
+    x = self.rng.normal(size=(6, 8, self.input_dim)).astype(np.float32)
+    mask = np.arange(8)[None, :] < lengths[:, None]
+    h0 = self.rng.normal(size=(6, self.projection_dim)).astype(np.float32)
+    c0 = self.rng.normal(size=(6, self.cell_dim)).astype(np.float32)
+    for go_backwards in (False, True):
+      run = tf.function(
+          lambda x, m, h, c, back=go_backwards: layer(
+              x, mask=m, initial_state=(h, c), go_backwards=back,
+              training=False), input_signature=specs)
+      outputs, (h, c) = run(x, mask, h0, c0)
+      ref_out, ref_h, ref_c = _reference_lstmp(
+          x.astype(np.float64), lengths, layer.kernel.numpy(),
+          layer.bias.numpy(), layer.projection.numpy(), h0, c0,
+          forget_bias=1.0, cell_clip=0.8, projection_clip=0.25,
+          go_backwards=go_backwards)
+      self.assertAllClose(outputs, ref_out, atol=1e-5)
+      self.assertAllClose(h, ref_h, atol=1e-5)
+      self.assertAllClose(c, ref_c, atol=1e-5)
+      self.assertAllEqual(outputs.numpy()[~mask], np.zeros(
+          (int((~mask).sum()), self.projection_dim)))
+      # No rows, or no tokens at all: empty outputs, the initial state.
+      outputs, (h, c) = run(x[:0], mask[:0], h0[:0], c0[:0])
+      self.assertEqual(outputs.shape, (0, 8, self.projection_dim))
+      outputs, (h, c) = run(x, np.zeros_like(mask), h0, c0)
+      self.assertAllEqual(outputs, np.zeros((6, 8, self.projection_dim)))
+      self.assertAllEqual(h, h0)
+      self.assertAllEqual(c, c0)
+
+    # The packed loop (a ScatterNd puts its tokens back) serves inference;
+    # training keeps the masked loop over the whole (batch, time) grid.
+    def op_types(training):
+      run = tf.function(lambda x, m: layer(x, mask=m, training=training)[0])
+      graph_def = run.get_concrete_function(*specs[:2]).graph.as_graph_def()
+      ops = [node.op for node in graph_def.node]
+      for function in graph_def.library.function:
+        ops += [node.op for node in function.node_def]
+      return set(ops)
+
+    self.assertIn("ScatterNd", op_types(False))
+    self.assertIn("ScatterNd", op_types(None))
+    self.assertNotIn("ScatterNd", op_types(True))
+
+  def test_inference_with_padding_elsewhere_takes_the_masked_loop(self):
+    # Left padding (the start of a stream) is not packed: the masked loop,
+    # in the same tf.function, gives the reference's outputs.
+    layer = self._make_layer(static_unroll_max_steps=0)
+    left = np.arange(self.time)[None, :] >= (self.time - self.lengths[:, None])
+    x = np.where(left[:, :, None], self.x, 0.0).astype(np.float32)
+    run = tf.function(lambda x, m, back: layer(
+        x, mask=m, go_backwards=back, training=False))
+    for go_backwards in (False, True):
+      outputs, (h, c) = run(tf.constant(x), tf.constant(left), go_backwards)
+      # Each row's tokens alone, without padding.
+      for b, length in enumerate(self.lengths):
+        if length == 0:  # No token: zero outputs and the zero state.
+          self.assertAllEqual(outputs[b], tf.zeros_like(outputs[b]))
+          self.assertAllEqual(c[b], tf.zeros_like(c[b]))
+          continue
+        alone, (h1, c1) = layer(
+            tf.constant(x[b:b + 1, self.time - length:]),
+            go_backwards=go_backwards)
+        self.assertAllClose(outputs[b, self.time - length:], alone[0],
+                            atol=1e-6)
+        self.assertAllClose(h[b], h1[0], atol=1e-6)
+        self.assertAllClose(c[b], c1[0], atol=1e-6)
+
   def test_config_round_trip(self):
     layer = ProjectedLSTM(cell_dim=9, projection_dim=4, cell_clip=2.0,
                           projection_clip=0.0, forget_bias=0.5,

@@ -28,7 +28,10 @@ class ProjectedLSTM(keras.layers.Layer):
   `tf.while_loop`, no TensorArrays, and a gradient without their per-step
   stack pushes and pops. Otherwise (dynamic lengths: sentence buckets,
   exported signatures) the steps run in a `tf.while_loop`. Both paths run
-  the same per-step ops (outputs agree to float rounding).
+  the same per-step ops (outputs agree to float rounding). In inference
+  (`training` not True) over right-padded rows, the loop runs on real
+  tokens only: rows sorted longest first, each step on the rows that still
+  have a token (`_packed_loop`).
 
   Padding may be anywhere (right padding in sentences, left padding at the
   start of a stream): at masked steps the state is carried unchanged and
@@ -216,6 +219,9 @@ class ProjectedLSTM(keras.layers.Layer):
       outputs, h_final, c_final = self._unrolled(
           step, x, mask, h0, c0, input_kernel, gate_bias, static_steps,
           go_backwards)
+    elif mask is not None and (training is None or training is False):
+      outputs, h_final, c_final = self._inference_loop(
+          step, x, mask, h0, c0, input_kernel, gate_bias, go_backwards)
     else:
       outputs, h_final, c_final = self._while_loop(
           step, x, mask, h0, c0, input_kernel, gate_bias, go_backwards,
@@ -380,6 +386,88 @@ class ProjectedLSTM(keras.layers.Layer):
     if go_backwards:
       outputs = tf.reverse(outputs, axis=[1])
     return outputs, h_final, c_final
+
+  def _inference_loop(self, step, x, mask, h0, c0, input_kernel, gate_bias,
+                      go_backwards):
+    """Inference over a dynamic number of steps: the packed loop when every
+    row is right-padded (sentences, exported signatures), else the while
+    loop (padding elsewhere, e.g. at the start of a stream).
+
+    Returns (outputs (batch, time, projection_dim), h_final, c_final).
+    """
+    lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)  # (batch,)
+    right_padded = tf.reduce_all(
+        tf.equal(mask, tf.sequence_mask(lengths, tf.shape(mask)[1])))
+    return tf.cond(
+        right_padded,
+        lambda: self._packed_loop(step, x, lengths, h0, c0, input_kernel,
+                                  gate_bias, go_backwards),
+        lambda: self._while_loop(step, x, mask, h0, c0, input_kernel,
+                                 gate_bias, go_backwards, training=False))
+
+  def _packed_loop(self, step, x, lengths, h0, c0, input_kernel, gate_bias,
+                   go_backwards):
+    """The recurrence over right-padded rows, computing real tokens only.
+
+    Rows are sorted longest first, so at step t the rows that still have a
+    token are the first `active[t]`: each step runs the matmuls and gates
+    on those rows only (like cuDNN's packed sequences), and the state of
+    rows that have ended stays below them untouched until the end. The
+    input part `x @ W_x + b` is computed for the real tokens only, in the
+    order the steps read them. A batch of sentences is mostly padding
+    (batches of 32 PTB test sentences: 52% of the (batch, time) grid are
+    tokens), which the masked loop computes and discards. With
+    `go_backwards` step t reads row r's token lengths[r] - 1 - t.
+
+    x: (batch, time, input_dim); lengths: (batch,) int32, each row's tokens
+    at [0, lengths). Returns (outputs (batch, time, projection_dim), zero
+    at padding, h_final, c_final), as `_while_loop` returns them.
+    """
+    dtype = x.dtype
+    batch_size = tf.shape(x)[0]
+    n_steps = tf.shape(x)[1]
+    order = tf.argsort(lengths, direction="DESCENDING", stable=True)
+    sorted_lengths = tf.gather(lengths, order)  # (batch,), longest first
+    # The loop stops at the longest row (padding columns beyond it: none).
+    n_loop = tf.maximum(tf.reduce_max(lengths), 0)
+    has_token = tf.sequence_mask(sorted_lengths, n_loop)  # (batch, steps)
+    active = tf.reduce_sum(tf.cast(has_token, tf.int32), axis=0)  # (steps,)
+    starts = tf.cumsum(active, exclusive=True)  # (steps,) into the tokens
+    # The packed order: step by step, sorted rows within a step.
+    step_and_row = tf.cast(tf.where(tf.transpose(has_token)), tf.int32)
+    steps, sorted_rows = step_and_row[:, 0], step_and_row[:, 1]  # (tokens,)
+    positions = (tf.gather(sorted_lengths, sorted_rows) - 1 - steps
+                 if go_backwards else steps)
+    # (tokens, 2): each packed token's [row, time] in x and the outputs.
+    token_index = tf.stack([tf.gather(order, sorted_rows), positions], axis=1)
+    packed_gates = tf.nn.bias_add(
+        tf.matmul(tf.gather_nd(x, token_index), input_kernel),
+        gate_bias)  # (tokens, 4 * cell)
+
+    def body(t, h_prev, c_prev, outputs):
+      # h_prev (batch, projection_dim), c_prev (batch, cell), sorted rows.
+      n, start = active[t], starts[t]
+      h, c = step(packed_gates[start:start + n], None, h_prev[:n],
+                  c_prev[:n])  # (n, projection_dim), (n, cell)
+      outputs = outputs.write(t, h)
+      h_next = tf.concat([h, h_prev[n:]], axis=0)
+      c_next = tf.concat([c, c_prev[n:]], axis=0)
+      h_next.set_shape(h_prev.shape)
+      c_next.set_shape(c_prev.shape)
+      return t + 1, h_next, c_next, outputs
+
+    outputs = tf.TensorArray(dtype, size=n_loop, infer_shape=False,
+                             element_shape=tf.TensorShape(
+                                 [None, self.projection_dim]))
+    _, h_sorted, c_sorted, outputs = tf.while_loop(
+        lambda t, *_: t < n_loop, body,
+        (tf.constant(0), tf.gather(h0, order), tf.gather(c0, order), outputs),
+        maximum_iterations=n_loop)
+    outputs = tf.scatter_nd(
+        token_index, outputs.concat(),
+        tf.stack([batch_size, n_steps, self.projection_dim]))
+    unsort = tf.math.invert_permutation(order)
+    return outputs, tf.gather(h_sorted, unsort), tf.gather(c_sorted, unsort)
 
   def compute_mask(self, inputs, mask=None):
     # Outputs are zero at masked steps; no Keras mask is attached to them.
