@@ -37,6 +37,17 @@ def _reference_lstmp(x, lengths, kernel, bias, projection, h0, c0, *,
   return outputs, h_final, c_final
 
 
+def _op_types(fn, *specs):
+  """The op types of `fn` traced as a tf.function, nested graphs included
+  (a loop's body, a cond's branches)."""
+  graph_def = tf.function(fn).get_concrete_function(
+      *specs).graph.as_graph_def()
+  ops = [node.op for node in graph_def.node]
+  for function in graph_def.library.function:
+    ops += [node.op for node in function.node_def]
+  return set(ops)
+
+
 class ProjectedLSTMTest(tf.test.TestCase):
 
   def setUp(self):
@@ -313,15 +324,8 @@ class ProjectedLSTMTest(tf.test.TestCase):
     # whose gradient is linear in time.
     layer = self._make_layer(static_unroll_max_steps=0)
     spec = tf.TensorSpec((None, None, self.input_dim), tf.float32)
-
-    def op_types(training):
-      run = tf.function(lambda x: layer(x, training=training)[0])
-      graph_def = run.get_concrete_function(spec).graph.as_graph_def()
-      ops = [node.op for node in graph_def.node]
-      for function in graph_def.library.function:
-        ops += [node.op for node in function.node_def]
-      return set(ops)
-
+    op_types = lambda training: _op_types(
+        lambda x: layer(x, training=training)[0], spec)
     self.assertNotIn("TensorListFromTensor", op_types(False))
     self.assertNotIn("TensorListFromTensor", op_types(None))
     self.assertIn("TensorListFromTensor", op_types(True))
@@ -371,14 +375,8 @@ class ProjectedLSTMTest(tf.test.TestCase):
 
     # The packed loop (a ScatterNd puts its tokens back) serves inference;
     # training keeps the masked loop over the whole (batch, time) grid.
-    def op_types(training):
-      run = tf.function(lambda x, m: layer(x, mask=m, training=training)[0])
-      graph_def = run.get_concrete_function(*specs[:2]).graph.as_graph_def()
-      ops = [node.op for node in graph_def.node]
-      for function in graph_def.library.function:
-        ops += [node.op for node in function.node_def]
-      return set(ops)
-
+    op_types = lambda training: _op_types(
+        lambda x, m: layer(x, mask=m, training=training)[0], *specs[:2])
     self.assertIn("ScatterNd", op_types(False))
     self.assertIn("ScatterNd", op_types(None))
     self.assertNotIn("ScatterNd", op_types(True))
