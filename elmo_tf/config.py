@@ -171,6 +171,12 @@ class LSTMConfig(_JsonMixin):
   # of 32), as mixed precision does for every other matmul; False keeps
   # them in float32.
   fused_kernel_bfloat16_matmuls: bool = True
+  # Speed only (same math): where the recurrence runs as TensorFlow ops in a
+  # tf.while_loop under a right-padded mask (sentence batches, exported
+  # signatures), compute real tokens only: rows sorted longest first, each
+  # step on the rows that still have a token. Its shapes depend on the data,
+  # which XLA cannot compile (jit_compile turns it off).
+  pack_sequences: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -516,10 +516,12 @@ class Trainer:
       char_encoder.trim_padding = False
       char_encoder.window_max_kernel = False  # custom ops, as below
       char_encoder.highway_kernel = False
-    # XLA cannot compile the fused LSTMP kernel (a custom op).
+    # XLA cannot compile the fused LSTMP kernel (a custom op), nor the packed
+    # loop over sentences (shapes that depend on the data).
     backbone = self.model.backbone
     for lstm in backbone.forward_lstms + backbone.backward_lstms:
       lstm.fused_kernel = False
+      lstm.pack_sequences = False
 
   def _initial_stream_state(self):
     per_replica = self._global_batch_size // self.strategy.num_replicas_in_sync

@@ -262,9 +262,15 @@ class ProjectedLSTMTest(tf.test.TestCase):
               self.assertAllClose(a, b, atol=1e-6, rtol=1e-6, msg=name)
 
   def test_unrolled_matches_while_loop_in_tf_function(self):
-    # The compiled step of training: static time, gradients in a graph.
+    # The compiled step of training: static time, gradients in a graph;
+    # the loop packs right-padded rows and masks left-padded ones.
+    for mask_name in ("left", "right"):
+      with self.subTest(mask=mask_name):
+        self._check_unrolled_matches_while_loop_in_tf_function(
+            tf.constant(self._masks()[mask_name]))
+
+  def _check_unrolled_matches_while_loop_in_tf_function(self, mask):
     unrolled, looping = self._layer_pair()
-    mask = tf.constant(self._masks()["left"])
 
     def make(layer):
       @tf.function
@@ -333,8 +339,8 @@ class ProjectedLSTMTest(tf.test.TestCase):
     self.assertNotIn("Split", op_types(False))
     self.assertIn("Unpack", op_types(False))
 
-  def test_inference_packs_right_padded_rows(self):
-    # Inference over dynamic lengths computes real tokens only (rows sorted
+  def test_right_padded_rows_are_packed(self):
+    # Dynamic lengths under a right-padded mask: real tokens only (rows sorted
     # longest first, each step on the rows that still have a token): the
     # same outputs and final states as the NumPy reference, with padding
     # columns beyond the longest row, rows of every length (0 included) and
@@ -373,15 +379,53 @@ class ProjectedLSTMTest(tf.test.TestCase):
       self.assertAllEqual(h, h0)
       self.assertAllEqual(c, c0)
 
-    # The packed loop (a ScatterNd puts its tokens back) serves inference;
-    # training keeps the masked loop over the whole (batch, time) grid.
+    # The packed loop (a ScatterNd puts its tokens back) serves inference
+    # and training; inference reads each step as a slice of the packed
+    # tokens, training through a TensorArray split from them (whose
+    # gradient is linear in time).
     op_types = lambda training: _op_types(
         lambda x, m: layer(x, mask=m, training=training)[0], *specs[:2])
-    self.assertIn("ScatterNd", op_types(False))
-    self.assertIn("ScatterNd", op_types(None))
-    self.assertNotIn("ScatterNd", op_types(True))
+    for training in (False, None, True):
+      self.assertIn("ScatterNd", op_types(training))
+    self.assertNotIn("TensorListSplit", op_types(False))
+    self.assertNotIn("TensorListSplit", op_types(None))
+    self.assertIn("TensorListSplit", op_types(True))
 
-  def test_inference_with_padding_elsewhere_takes_the_masked_loop(self):
+  def test_pack_sequences_off_keeps_the_masked_loop_which_xla_compiles(self):
+    # The packed loop's shapes depend on the data; XLA needs them from the
+    # input shapes. pack_sequences=False (the trainer's jit_compile sets
+    # it) keeps the masked loop, with the same outputs and gradients.
+    packed = self._make_layer(static_unroll_max_steps=0)
+    masked = ProjectedLSTM(cell_dim=self.cell_dim,
+                           projection_dim=self.projection_dim,
+                           cell_clip=0.8, projection_clip=0.25,
+                           forget_bias=1.0, static_unroll_max_steps=0,
+                           fused_kernel=False, pack_sequences=False,
+                           name="lstm")
+    masked.build((None, None, self.input_dim))
+    masked.set_weights(packed.get_weights())
+    specs = [tf.TensorSpec((None, None, self.input_dim), tf.float32),
+             tf.TensorSpec((None, None), tf.bool)]
+    self.assertNotIn("ScatterNd", _op_types(
+        lambda x, m: masked(x, mask=m, training=True)[0], *specs))
+
+    def make(layer, jit_compile):
+      @tf.function(jit_compile=jit_compile)
+      def run(x, mask):
+        with tf.GradientTape() as tape:
+          tape.watch(x)
+          outputs, (h, c) = layer(x, mask=mask, go_backwards=True,
+                                  training=True)
+          loss = tf.reduce_sum(outputs ** 2) + tf.reduce_sum(h * c[:, :1])
+        return [outputs, h, c] + tape.gradient(
+            loss, [x] + layer.trainable_variables)
+      return run
+
+    args = (tf.constant(self.x), tf.constant(self.mask))
+    for a, b in zip(make(packed, False)(*args), make(masked, True)(*args)):
+      self.assertAllClose(a, b, atol=1e-5, rtol=1e-5)
+
+  def test_padding_elsewhere_takes_the_masked_loop(self):
     # Left padding (the start of a stream) is not packed: the masked loop,
     # in the same tf.function, gives the reference's outputs.
     layer = self._make_layer(static_unroll_max_steps=0)
@@ -408,10 +452,12 @@ class ProjectedLSTMTest(tf.test.TestCase):
   def test_config_round_trip(self):
     layer = ProjectedLSTM(cell_dim=9, projection_dim=4, cell_clip=2.0,
                           projection_clip=0.0, forget_bias=0.5,
-                          static_unroll_max_steps=0, name="x")
+                          static_unroll_max_steps=0, pack_sequences=False,
+                          name="x")
     clone = ProjectedLSTM.from_config(layer.get_config())
     self.assertEqual(clone.get_config(), layer.get_config())
     self.assertEqual(clone.static_unroll_max_steps, 0)
+    self.assertFalse(clone.pack_sequences)
     # Configs saved before static_unroll_max_steps existed load with the
     # default.
     old = layer.get_config()

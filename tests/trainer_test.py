@@ -384,6 +384,9 @@ class TrainerTest(unittest.TestCase):
       self.assertAlmostEqual(jit_metrics["loss"], plain_metrics["loss"],
                              delta=1e-5 * plain_metrics["loss"])
     self.assertFalse(jitted.model.backbone.char_encoder.deduplicate)
+    self.assertFalse(any(lstm.pack_sequences for lstm in (
+        jitted.model.backbone.forward_lstms
+        + jitted.model.backbone.backward_lstms)))
     plain_weights, jit_weights = _weights(plain.model), _weights(jitted.model)
     for name in plain_weights:
       np.testing.assert_allclose(jit_weights[name], plain_weights[name],

@@ -28,10 +28,10 @@ class ProjectedLSTM(keras.layers.Layer):
   `tf.while_loop`, no TensorArrays, and a gradient without their per-step
   stack pushes and pops. Otherwise (dynamic lengths: sentence buckets,
   exported signatures) the steps run in a `tf.while_loop`. Both paths run
-  the same per-step ops (outputs agree to float rounding). In inference
-  (`training` not True) over right-padded rows, the loop runs on real
-  tokens only: rows sorted longest first, each step on the rows that still
-  have a token (`_packed_loop`).
+  the same per-step ops (outputs agree to float rounding). Over
+  right-padded rows (sentences) the loop runs on real tokens only: rows
+  sorted longest first, each step on the rows that still have a token
+  (`_packed_loop`).
 
   Padding may be anywhere (right padding in sentences, left padding at the
   start of a stream): at masked steps the state is carried unchanged and
@@ -66,6 +66,9 @@ class ProjectedLSTM(keras.layers.Layer):
       fused kernel's matmuls read bfloat16 operands (float32 accumulation,
       on AMX tiles or as AVX512-BF16 dot products) where the CPU has
       either; otherwise they run in float32.
+    pack_sequences: in the while loop, under a right-padded mask, compute
+      real tokens only (`_packed_loop`); False keeps the masked loop over
+      the whole (batch, time) grid, which XLA can compile. Same math.
     Unset arguments take their defaults from `LSTMConfig`.
     **kwargs: standard `keras.layers.Layer` arguments.
 
@@ -101,6 +104,7 @@ class ProjectedLSTM(keras.layers.Layer):
                static_unroll_max_steps=None,
                fused_kernel=None,
                fused_kernel_bfloat16_matmuls=None,
+               pack_sequences=None,
                **kwargs):
     super().__init__(**kwargs)
     defaults = config_lib.LSTMConfig()
@@ -122,6 +126,9 @@ class ProjectedLSTM(keras.layers.Layer):
         defaults.fused_kernel_bfloat16_matmuls
         if fused_kernel_bfloat16_matmuls is None
         else fused_kernel_bfloat16_matmuls)
+    self.pack_sequences = bool(
+        defaults.pack_sequences if pack_sequences is None
+        else pack_sequences)
     self.input_dim = None
 
   def build(self, input_shape):
@@ -219,9 +226,10 @@ class ProjectedLSTM(keras.layers.Layer):
       outputs, h_final, c_final = self._unrolled(
           step, x, mask, h0, c0, input_kernel, gate_bias, static_steps,
           go_backwards)
-    elif mask is not None and (training is None or training is False):
-      outputs, h_final, c_final = self._inference_loop(
-          step, x, mask, h0, c0, input_kernel, gate_bias, go_backwards)
+    elif mask is not None and self.pack_sequences:
+      outputs, h_final, c_final = self._packed_or_masked_loop(
+          step, x, mask, h0, c0, input_kernel, gate_bias, go_backwards,
+          training)
     else:
       outputs, h_final, c_final = self._while_loop(
           step, x, mask, h0, c0, input_kernel, gate_bias, go_backwards,
@@ -387,11 +395,11 @@ class ProjectedLSTM(keras.layers.Layer):
       outputs = tf.reverse(outputs, axis=[1])
     return outputs, h_final, c_final
 
-  def _inference_loop(self, step, x, mask, h0, c0, input_kernel, gate_bias,
-                      go_backwards):
-    """Inference over a dynamic number of steps: the packed loop when every
-    row is right-padded (sentences, exported signatures), else the while
-    loop (padding elsewhere, e.g. at the start of a stream).
+  def _packed_or_masked_loop(self, step, x, mask, h0, c0, input_kernel,
+                             gate_bias, go_backwards, training):
+    """A dynamic number of steps under a mask: the packed loop when every
+    row is right-padded (sentences, exported signatures), else the masked
+    while loop (padding elsewhere, e.g. at the start of a stream).
 
     Returns (outputs (batch, time, projection_dim), h_final, c_final).
     """
@@ -401,12 +409,12 @@ class ProjectedLSTM(keras.layers.Layer):
     return tf.cond(
         right_padded,
         lambda: self._packed_loop(step, x, lengths, h0, c0, input_kernel,
-                                  gate_bias, go_backwards),
+                                  gate_bias, go_backwards, training),
         lambda: self._while_loop(step, x, mask, h0, c0, input_kernel,
-                                 gate_bias, go_backwards, training=False))
+                                 gate_bias, go_backwards, training))
 
   def _packed_loop(self, step, x, lengths, h0, c0, input_kernel, gate_bias,
-                   go_backwards):
+                   go_backwards, training=None):
     """The recurrence over right-padded rows, computing real tokens only.
 
     Rows are sorted longest first, so at step t the rows that still have a
@@ -414,10 +422,14 @@ class ProjectedLSTM(keras.layers.Layer):
     on those rows only (like cuDNN's packed sequences), and the state of
     rows that have ended stays below them untouched until the end. The
     input part `x @ W_x + b` is computed for the real tokens only, in the
-    order the steps read them. A batch of sentences is mostly padding
-    (batches of 32 PTB test sentences: 52% of the (batch, time) grid are
-    tokens), which the masked loop computes and discards. With
-    `go_backwards` step t reads row r's token lengths[r] - 1 - t.
+    order the steps read them. A batch of sentences is about half padding
+    (the first 8 batches of 32 PTB test sentences: 52% of the (batch, time)
+    grid are tokens), which the masked loop computes and discards. With
+    `go_backwards` step t reads row r's token lengths[r] - 1 - t. As in
+    `_while_loop`, inference reads each step's rows as a slice of the packed
+    tokens (a view), training through a TensorArray split from them (a
+    copy, whose gradient is one concat: linear in time where the slices'
+    gradients would be quadratic).
 
     x: (batch, time, input_dim); lengths: (batch,) int32, each row's tokens
     at [0, lengths). Returns (outputs (batch, time, projection_dim), zero
@@ -444,10 +456,19 @@ class ProjectedLSTM(keras.layers.Layer):
         tf.matmul(tf.gather_nd(x, token_index), input_kernel),
         gate_bias)  # (tokens, 4 * cell)
 
+    if training is None or training is False:
+      read_step = lambda t: packed_gates[starts[t]:starts[t] + active[t]]
+    else:  # A symbolic `training` takes the TensorArray too (safe either way).
+      gates_ta = tf.TensorArray(
+          dtype, size=n_loop, infer_shape=False,
+          element_shape=tf.TensorShape([None, 4 * self.cell_dim])).split(
+              packed_gates, active)
+      read_step = gates_ta.read
+
     def body(t, h_prev, c_prev, outputs):
       # h_prev (batch, projection_dim), c_prev (batch, cell), sorted rows.
-      n, start = active[t], starts[t]
-      h, c = step(packed_gates[start:start + n], None, h_prev[:n],
+      n = active[t]
+      h, c = step(read_step(t), None, h_prev[:n],
                   c_prev[:n])  # (n, projection_dim), (n, cell)
       outputs = outputs.write(t, h)
       h_next = tf.concat([h, h_prev[n:]], axis=0)
@@ -491,5 +512,6 @@ class ProjectedLSTM(keras.layers.Layer):
         "static_unroll_max_steps": self.static_unroll_max_steps,
         "fused_kernel": self.fused_kernel,
         "fused_kernel_bfloat16_matmuls": self.fused_kernel_bfloat16_matmuls,
+        "pack_sequences": self.pack_sequences,
     })
     return config

@@ -126,6 +126,7 @@ class ElmoBackbone(keras.Model):
         static_unroll_max_steps=lstm.static_unroll_max_steps,
         fused_kernel=lstm.fused_kernel,
         fused_kernel_bfloat16_matmuls=lstm.fused_kernel_bfloat16_matmuls,
+        pack_sequences=lstm.pack_sequences,
         name=name, dtype=self.dtype_policy)
     self.forward_lstms = [
         make_lstm(f"forward_lstm_{l}") for l in range(lstm.n_layers)]
