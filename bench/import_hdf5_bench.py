@@ -60,14 +60,24 @@ SMALL_OPTIONS = {
                  "n_highway": 1, "embedding": {"dim": 16},
                  "n_characters": 262, "max_characters_per_token": 50},
 }
+# The paper's `original` model (elmo_2x4096_512_2048cnn_2xhighway): the
+# side-by-side's embedding stage g writes it (bench/peer/run_side_by_side.sh).
+ORIGINAL_OPTIONS = {
+    "lstm": {**SMALL_OPTIONS["lstm"], "projection_dim": 512, "dim": 4096},
+    "char_cnn": {**SMALL_OPTIONS["char_cnn"], "n_highway": 2},
+}
 
 
-def write_random_pair(directory: str, seed: int = 0) -> tuple[str, str, int]:
-  """options.json + weights.hdf5 of random weights; (paths..., parameters)."""
+def write_random_pair(directory: str, seed: int = 0,
+                      options: dict | None = None) -> tuple[str, str, int]:
+  """options.json + weights.hdf5 of random weights with the published
+  datasets and shapes of `options` (default: SMALL_OPTIONS); returns
+  (options path, weights path, number of parameters)."""
+  options = SMALL_OPTIONS if options is None else options
   options_path = os.path.join(directory, "options.json")
   with open(options_path, "w", encoding="utf-8") as f:
-    json.dump(SMALL_OPTIONS, f)
-  config = hdf5_weights.options_to_config(SMALL_OPTIONS)
+    json.dump(options, f)
+  config = hdf5_weights.options_to_config(options)
   rng = np.random.default_rng(seed)
   weights_path = os.path.join(directory, "weights.hdf5")
   n_parameters = 0

@@ -20,6 +20,11 @@
 #   f       the published `original` size, the paper's (2 x 4096/512,
 #           2048 filters, 2 highway), float32, both sides, 8192
 #           negatives                                        (REPS runs)
+#   g       embedding throughput at batch 32, `original` size: random
+#           weights in the published hdf5 format (bench/import_hdf5_bench
+#           .py), read by bilm-tf as they are and by elmo_tf through
+#           bin/import_hdf5 (with the PTB vocabulary, as a user with a
+#           vocabulary would); NS_LARGE sentences             (REPS runs)
 #
 # $PEER must hold bilm-tf/: allenai/bilm-tf at 7cffee2 with the harness's
 # bilm-tf-tf2.patch applied (DEVELOPERS.md, "Side by side with bilm-tf").
@@ -33,7 +38,8 @@
 # env: PEER (required), PROJECT (elmo_tf checkout with .venv; default this
 # repository), HARNESS (default /work/shared/peer-harness), K timed steps per
 # run (30; K_LARGE in stages e and f, 10, whose steps take seconds), REPS
-# runs per configuration (2), NS sentences embedded in d (1024), FRESH=1
+# runs per configuration (2), NS sentences embedded in d (1024), NS_LARGE
+# in g (256), FRESH=1
 # (move an existing $PEER/results aside first; `make side-by-side` sets it
 # unless SIDE_BY_SIDE_FRESH=0), THREADS (if set: TF_NUM_INTRAOP_THREADS and
 # TF_NUM_INTEROP_THREADS for both sides; default TensorFlow's own choice).
@@ -51,6 +57,7 @@ K=${K:-30}
 K_LARGE=${K_LARGE:-10}
 REPS=${REPS:-2}
 NS=${NS:-1024}
+NS_LARGE=${NS_LARGE:-256}
 STAGES=${1:-"prep smoke matmul a b c d"}
 if [ "${FRESH:-0}" = 1 ] && [ -d "$R" ]; then
   # A new sitting starts a new results folder; the old one is kept aside.
@@ -126,13 +133,14 @@ TOY_BILM=(--lstm_dim 16 --proj_dim 8 --filters small --n_highway 1 --batch_size 
 TOY_ELMO=(--preset tiny --set data.batch_size=8 --steps 2 --warmup 1)
 
 # The sitting's record (summarize.py reads it).
-"$PY" - "$R/sitting.json" "$STAGES" "$K" "$K_LARGE" "$REPS" "$NS" "$PROJECT" "$HARNESS" "$PEER" <<'EOF'
+"$PY" - "$R/sitting.json" "$STAGES" "$K" "$K_LARGE" "$REPS" "$NS" "$NS_LARGE" "$PROJECT" "$HARNESS" "$PEER" <<'EOF'
 import datetime, json, os, sys
-path, stages, k, k_large, reps, ns, project, harness, peer = sys.argv[1:]
+path, stages, k, k_large, reps, ns, ns_large, project, harness, peer = sys.argv[1:]
 old = json.load(open(path)) if os.path.exists(path) else {}
 old.setdefault("sittings", []).append({
     "start": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     "stages": stages.split(), "K": int(k), "K_LARGE": int(k_large), "REPS": int(reps), "NS": int(ns),
+    "NS_LARGE": int(ns_large),
     "project": project, "harness": harness, "peer": peer,
     "threads": os.environ.get("TF_NUM_INTRAOP_THREADS"),
     "command": os.environ.get("SIDE_BY_SIDE_COMMAND", "bench/peer/run_side_by_side.sh")})
@@ -254,5 +262,26 @@ if has f; then
   mapfile -t ORIGINAL_BILM < <(large_bilm 4096 512 2)
   mapfile -t ORIGINAL_ELMO < <(large_elmo original 4096 512 2)
   train_both_sides f original original ORIGINAL_BILM ORIGINAL_ELMO
+fi
+# g: embedding at the paper's `original` size.
+if has g; then
+  echo "-- (g) original-size weights, import $(ts)"
+  G=$PEER/models/original_random
+  rm -rf "$G" && mkdir -p "$G"
+  elmo g "$PY" -c "from bench import import_hdf5_bench as b; b.write_random_pair('$G', options=b.ORIGINAL_OPTIONS)" \
+    > "$R/g_weights.log" 2>&1
+  elmo g "$PY" -m bin.import_hdf5 --options="$G/options.json" --weights="$G/weights.hdf5" \
+    --vocab="$D/vocab.txt" --out="$G/elmo_sm" > "$R/g_import_elmo.log" 2>&1
+  grep -i savedmodel "$R/g_import_elmo.log" | tail -1
+  for i in $(seq "$REPS"); do
+    echo "-- (g) embed run $i $(ts)"
+    bilm "g$i" "$PY" "$H/bilm_embed_bench.py" --options "$G/options.json" \
+      --weights "$G/weights.hdf5" --vocab "$D/vocab.txt" \
+      --sentences "$D/test.txt" --max_sentences "$NS_LARGE" --batch_size 32 \
+      --out "$R/g_bilm_embed_$i.json" 2>"$R/g_bilm_embed_$i.log" | result
+    elmo "g$i" "$PY" -m bench.peer.elmo_embed_bench --saved_model "$G/elmo_sm" \
+      --sentences "$D/test.txt" --max_sentences "$NS_LARGE" --batch_size 32 \
+      --out "$R/g_elmo_embed_$i.json" 2>"$R/g_elmo_embed_$i.log" | result
+  done
 fi
 echo "== done $(ts)"

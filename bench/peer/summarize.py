@@ -105,6 +105,15 @@ ROWS = (
      "peak memory of that training process", "MiB",
      ("f_bilm_original_*.json", "peak_rss_mb"),
      ("f_elmo_original_*.json", "peak_rss_mb")),
+    ("g_embed_original_sentences",
+     "embedding, the paper's `original` size (random weights in the "
+     "published hdf5 format), batch 32, PTB test", "sentences/s, steady",
+     ("g_bilm_embed_*.json", "sentences_per_sec_steady"),
+     ("g_elmo_embed_*.json", "throughput_tokens.sentences_per_sec_steady")),
+    ("g_peak_rss_original",
+     "peak memory of that embedding process", "MiB",
+     ("g_bilm_embed_*.json", "peak_rss_mb"),
+     ("g_elmo_embed_*.json", "peak_rss_mb")),
 )
 
 
@@ -205,7 +214,7 @@ def read_env(results: str) -> dict:
 
 
 # Stages that time something (prep and smoke do not).
-_MEASURING_STAGES = frozenset({"matmul", "a", "b", "c", "d", "e", "f"})
+_MEASURING_STAGES = frozenset({"matmul", "a", "b", "c", "d", "e", "f", "g"})
 
 
 def summarize(results: str) -> dict:
