@@ -229,6 +229,21 @@ train_both_sides() {
   done
 }
 if has c; then train_both_sides c 256/64 tiny TINY_BILM TINY_ELMO; fi
+# Embedding on both sides at batch 32, REPS runs (stages d, g): LETTER,
+# sentences embedded, bilm-tf's options.json and hdf5, elmo_tf's SavedModel.
+embed_both_sides() {
+  local letter=$1 n_sentences=$2 options=$3 weights=$4 saved_model=$5 i
+  for i in $(seq "$REPS"); do
+    echo "-- ($letter) embed run $i $(ts)"
+    bilm "$letter$i" "$PY" "$H/bilm_embed_bench.py" --options "$options" \
+      --weights "$weights" --vocab "$D/vocab.txt" \
+      --sentences "$D/test.txt" --max_sentences "$n_sentences" --batch_size 32 \
+      --out "$R/${letter}_bilm_embed_$i.json" 2>"$R/${letter}_bilm_embed_$i.log" | result
+    elmo "$letter$i" "$PY" -m bench.peer.elmo_embed_bench --saved_model "$saved_model" \
+      --sentences "$D/test.txt" --max_sentences "$n_sentences" --batch_size 32 \
+      --out "$R/${letter}_elmo_embed_$i.json" 2>"$R/${letter}_elmo_embed_$i.log" | result
+  done
+}
 if has d; then
   echo "-- (d) dump / export $(ts)"
   [ -f "$PEER/ckpt_small_bilm/options.json" ] && [ -d "$PEER/elmo_small_run" ] || {
@@ -241,16 +256,8 @@ if has d; then
   elmo d "$PY" -m bin.export --model_dir="$PEER/elmo_small_run" --out="$PEER/models/elmo_small_sm" \
     > "$R/d_export_elmo.log" 2>&1
   grep SavedModel: "$R/d_export_elmo.log"
-  for i in $(seq "$REPS"); do
-    echo "-- (d) embed run $i $(ts)"
-    bilm "d$i" "$PY" "$H/bilm_embed_bench.py" --options "$PEER/models/bilm_small/options.json" \
-      --weights "$PEER/models/bilm_small/lm_weights.hdf5" --vocab "$D/vocab.txt" \
-      --sentences "$D/test.txt" --max_sentences "$NS" --batch_size 32 \
-      --out "$R/d_bilm_embed_$i.json" 2>"$R/d_bilm_embed_$i.log" | result
-    elmo "d$i" "$PY" -m bench.peer.elmo_embed_bench --saved_model "$PEER/models/elmo_small_sm" \
-      --sentences "$D/test.txt" --max_sentences "$NS" --batch_size 32 \
-      --out "$R/d_elmo_embed_$i.json" 2>"$R/d_elmo_embed_$i.log" | result
-  done
+  embed_both_sides d "$NS" "$PEER/models/bilm_small/options.json" \
+    "$PEER/models/bilm_small/lm_weights.hdf5" "$PEER/models/elmo_small_sm"
 fi
 # e, f: the larger published sizes.
 if has e; then
@@ -273,15 +280,6 @@ if has g; then
   elmo g "$PY" -m bin.import_hdf5 --options="$G/options.json" --weights="$G/weights.hdf5" \
     --vocab="$D/vocab.txt" --out="$G/elmo_sm" > "$R/g_import_elmo.log" 2>&1
   grep -i savedmodel "$R/g_import_elmo.log" | tail -1
-  for i in $(seq "$REPS"); do
-    echo "-- (g) embed run $i $(ts)"
-    bilm "g$i" "$PY" "$H/bilm_embed_bench.py" --options "$G/options.json" \
-      --weights "$G/weights.hdf5" --vocab "$D/vocab.txt" \
-      --sentences "$D/test.txt" --max_sentences "$NS_LARGE" --batch_size 32 \
-      --out "$R/g_bilm_embed_$i.json" 2>"$R/g_bilm_embed_$i.log" | result
-    elmo "g$i" "$PY" -m bench.peer.elmo_embed_bench --saved_model "$G/elmo_sm" \
-      --sentences "$D/test.txt" --max_sentences "$NS_LARGE" --batch_size 32 \
-      --out "$R/g_elmo_embed_$i.json" 2>"$R/g_elmo_embed_$i.log" | result
-  done
+  embed_both_sides g "$NS_LARGE" "$G/options.json" "$G/weights.hdf5" "$G/elmo_sm"
 fi
 echo "== done $(ts)"
