@@ -198,13 +198,14 @@ class ProjectedLSTMTest(tf.test.TestCase):
   # === Unrolled recurrence (static number of steps) vs tf.while_loop ===
 
   def _layer_pair(self):
-    """(unrolled, looping): the same weights, only the recurrence differs."""
+    """(unrolled, looping): the same weights, only the recurrence differs
+    (both TensorFlow ops: the fused kernel off)."""
     unrolled = self._make_layer(static_unroll_max_steps=self.time)
     looping = ProjectedLSTM(cell_dim=self.cell_dim,
                             projection_dim=self.projection_dim,
                             cell_clip=0.8, projection_clip=0.25,
                             forget_bias=1.0, static_unroll_max_steps=0,
-                            name="lstm")
+                            fused_kernel=False, name="lstm")
     looping.build((None, None, self.input_dim))
     looping.set_weights(unrolled.get_weights())
     return unrolled, looping

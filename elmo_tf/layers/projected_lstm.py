@@ -480,15 +480,22 @@ class ProjectedLSTM(keras.layers.Layer):
     outputs = tf.TensorArray(dtype, size=n_loop, infer_shape=False,
                              element_shape=tf.TensorShape(
                                  [None, self.projection_dim]))
+    # The states' rows permuted by scatters, whose gradients (gathers of
+    # whole rows) are dense tensors, as the masked loop's are: gather's and
+    # gather_nd's would be IndexedSlices. sorted[i] = state[order[i]].
+    sorted_position = tf.math.invert_permutation(order)[:, None]  # (batch, 1)
+    sort = lambda state: tf.scatter_nd(sorted_position, state,
+                                       tf.shape(state))
     _, h_sorted, c_sorted, outputs = tf.while_loop(
         lambda t, *_: t < n_loop, body,
-        (tf.constant(0), tf.gather(h0, order), tf.gather(c0, order), outputs),
+        (tf.constant(0), sort(h0), sort(c0), outputs),
         maximum_iterations=n_loop)
     outputs = tf.scatter_nd(
         token_index, outputs.concat(),
         tf.stack([batch_size, n_steps, self.projection_dim]))
-    unsort = tf.math.invert_permutation(order)
-    return outputs, tf.gather(h_sorted, unsort), tf.gather(c_sorted, unsort)
+    unsort = lambda state: tf.scatter_nd(order[:, None], state,
+                                         tf.shape(state))
+    return outputs, unsort(h_sorted), unsort(c_sorted)
 
   def compute_mask(self, inputs, mask=None):
     # Outputs are zero at masked steps; no Keras mask is attached to them.
