@@ -48,6 +48,23 @@ def _op_types(fn, *specs):
   return set(ops)
 
 
+def _graph_outputs_and_gradients(layer, mask, training=None,
+                                  jit_compile=False):
+  """A tf.function of (x, h0, c0): `layer` run backwards under `mask`, its
+  final state, and the gradients of a loss over them with respect to x, h0,
+  c0 and the weights."""
+  @tf.function(jit_compile=jit_compile)
+  def run(x, h0, c0):
+    with tf.GradientTape() as tape:
+      tape.watch([x, h0, c0])
+      outputs, (h, c) = layer(x, mask=mask, initial_state=(h0, c0),
+                              go_backwards=True, training=training)
+      loss = tf.reduce_sum(outputs ** 2) + tf.reduce_sum(h * c[:, :1])
+    return [outputs, h, c] + tape.gradient(
+        loss, [x, h0, c0] + layer.trainable_variables)
+  return run
+
+
 class ProjectedLSTMTest(tf.test.TestCase):
 
   def setUp(self):
@@ -197,18 +214,22 @@ class ProjectedLSTMTest(tf.test.TestCase):
 
   # === Unrolled recurrence (static number of steps) vs tf.while_loop ===
 
-  def _layer_pair(self):
-    """(unrolled, looping): the same weights, only the recurrence differs
-    (both TensorFlow ops: the fused kernel off)."""
-    unrolled = self._make_layer(static_unroll_max_steps=self.time)
+  def _looping_layer(self, weights_from, **kwargs):
+    """A layer that always runs the while loop (TensorFlow ops, the fused
+    kernel off), with `weights_from`'s weights."""
     looping = ProjectedLSTM(cell_dim=self.cell_dim,
                             projection_dim=self.projection_dim,
                             cell_clip=0.8, projection_clip=0.25,
                             forget_bias=1.0, static_unroll_max_steps=0,
-                            fused_kernel=False, name="lstm")
+                            fused_kernel=False, name="lstm", **kwargs)
     looping.build((None, None, self.input_dim))
-    looping.set_weights(unrolled.get_weights())
-    return unrolled, looping
+    looping.set_weights(weights_from.get_weights())
+    return looping
+
+  def _layer_pair(self):
+    """(unrolled, looping): the same weights, only the recurrence differs."""
+    unrolled = self._make_layer(static_unroll_max_steps=self.time)
+    return unrolled, self._looping_layer(unrolled)
 
   def _masks(self):
     right = self.mask  # (batch, time): sentences.
@@ -272,21 +293,9 @@ class ProjectedLSTMTest(tf.test.TestCase):
 
   def _check_unrolled_matches_while_loop_in_tf_function(self, mask):
     unrolled, looping = self._layer_pair()
-
-    def make(layer):
-      @tf.function
-      def run(x, h0, c0):
-        with tf.GradientTape() as tape:
-          tape.watch([x, h0, c0])
-          outputs, (h, c) = layer(x, mask=mask, initial_state=(h0, c0),
-                                  go_backwards=True)
-          loss = tf.reduce_sum(outputs ** 2) + tf.reduce_sum(h * c[:, :1])
-        return [outputs, h, c] + tape.gradient(
-            loss, [x, h0, c0] + layer.trainable_variables)
-      return run
-
     args = (tf.constant(self.x), tf.constant(self.h0), tf.constant(self.c0))
-    for a, b in zip(make(unrolled)(*args), make(looping)(*args)):
+    for a, b in zip(_graph_outputs_and_gradients(unrolled, mask)(*args),
+                    _graph_outputs_and_gradients(looping, mask)(*args)):
       self.assertAllClose(a, b, atol=1e-6, rtol=1e-6)
 
   def _while_ops(self, layer, x_spec, mask_spec=None, go_backwards=False):
@@ -397,33 +406,18 @@ class ProjectedLSTMTest(tf.test.TestCase):
     # input shapes. pack_sequences=False (the trainer's jit_compile sets
     # it) keeps the masked loop, with the same outputs and gradients.
     packed = self._make_layer(static_unroll_max_steps=0)
-    masked = ProjectedLSTM(cell_dim=self.cell_dim,
-                           projection_dim=self.projection_dim,
-                           cell_clip=0.8, projection_clip=0.25,
-                           forget_bias=1.0, static_unroll_max_steps=0,
-                           fused_kernel=False, pack_sequences=False,
-                           name="lstm")
-    masked.build((None, None, self.input_dim))
-    masked.set_weights(packed.get_weights())
+    masked = self._looping_layer(packed, pack_sequences=False)
     specs = [tf.TensorSpec((None, None, self.input_dim), tf.float32),
              tf.TensorSpec((None, None), tf.bool)]
     self.assertNotIn("ScatterNd", _op_types(
         lambda x, m: masked(x, mask=m, training=True)[0], *specs))
 
-    def make(layer, jit_compile):
-      @tf.function(jit_compile=jit_compile)
-      def run(x, mask):
-        with tf.GradientTape() as tape:
-          tape.watch(x)
-          outputs, (h, c) = layer(x, mask=mask, go_backwards=True,
-                                  training=True)
-          loss = tf.reduce_sum(outputs ** 2) + tf.reduce_sum(h * c[:, :1])
-        return [outputs, h, c] + tape.gradient(
-            loss, [x] + layer.trainable_variables)
-      return run
-
-    args = (tf.constant(self.x), tf.constant(self.mask))
-    for a, b in zip(make(packed, False)(*args), make(masked, True)(*args)):
+    mask = tf.constant(self.mask)
+    args = (tf.constant(self.x), tf.constant(self.h0), tf.constant(self.c0))
+    for a, b in zip(
+        _graph_outputs_and_gradients(packed, mask, training=True)(*args),
+        _graph_outputs_and_gradients(masked, mask, training=True,
+                                     jit_compile=True)(*args)):
       self.assertAllClose(a, b, atol=1e-5, rtol=1e-5)
 
   def test_padding_elsewhere_takes_the_masked_loop(self):
