@@ -134,15 +134,23 @@ TOY_ELMO=(--preset tiny --set data.batch_size=8 --steps 2 --warmup 1)
 
 # The sitting's record (summarize.py reads it).
 "$PY" - "$R/sitting.json" "$STAGES" "$K" "$K_LARGE" "$REPS" "$NS" "$NS_LARGE" "$PROJECT" "$HARNESS" "$PEER" <<'EOF'
-import datetime, json, os, sys
+import datetime, json, os, subprocess, sys
 path, stages, k, k_large, reps, ns, ns_large, project, harness, peer = sys.argv[1:]
 old = json.load(open(path)) if os.path.exists(path) else {}
+# The elmo_tf code the sitting times: its commit, and whether tracked files
+# other than results differ from it.
+git = lambda *a: subprocess.run(["git", "-C", project, *a], capture_output=True,
+                                text=True).stdout.strip()
+commit = git("rev-parse", "HEAD") or None
+dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                 ":(exclude)bench/results")) if commit else None
 old.setdefault("sittings", []).append({
     "start": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     "stages": stages.split(), "K": int(k), "K_LARGE": int(k_large), "REPS": int(reps), "NS": int(ns),
     "NS_LARGE": int(ns_large),
     "project": project, "harness": harness, "peer": peer,
     "threads": os.environ.get("TF_NUM_INTRAOP_THREADS"),
+    "elmo_tf_commit": commit, "elmo_tf_uncommitted_changes": dirty,
     "command": os.environ.get("SIDE_BY_SIDE_COMMAND", "bench/peer/run_side_by_side.sh")})
 json.dump(old, open(path, "w"), indent=1)
 EOF

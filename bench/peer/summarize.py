@@ -1,7 +1,7 @@
 r"""The side-by-side table (issue 12) from one sitting's result JSONs.
 
 Reads what bench/peer/run_side_by_side.sh wrote to `--results`
-($PEER/results): the stage files `a_*` to `f_*` (one per run),
+($PEER/results): the stage files `a_*` to `g_*` (one per run),
 `matmul.txt`, `sitting.json` and `commands.tsv`. Writes `--output`
 (bench/results/side_by_side.json) and prints the markdown table:
 
@@ -12,7 +12,9 @@ the shown precision). `ratio` is elmo_tf / bilm-tf over the same runs: from
 the least favourable pairing (elmo_tf's lowest over bilm-tf's highest) to the
 most favourable one, so it never hides the spread. For the memory row the
 ratio is the same quotient (below 1: elmo_tf uses less). A work that was not
-run shows "not run".
+run shows "not run". Below the table: what mixed_bfloat16 gains over
+elmo_tf's own float32 (stage b over a), the machine (CPU family, model and
+matmul instruction sets), and each sitting's command and elmo_tf commit.
 
 From the repository root:
 
@@ -20,12 +22,14 @@ From the repository root:
 """
 
 import datetime
+import functools
 import glob
 import json
 import os
 import platform
 import re
 import subprocess
+import types
 
 from absl import app
 from absl import flags
@@ -35,12 +39,19 @@ from bench import machine
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
-_RESULTS = flags.DEFINE_string(
-    "results", os.path.join(os.environ.get("PEER", "/work/peer"), "results"),
-    "The folder run_side_by_side.sh wrote ($PEER/results).")
-_OUTPUT = flags.DEFINE_string(
-    "output", os.path.join(_REPO, "bench", "results", "side_by_side.json"),
-    "Where to write the summary JSON.")
+
+def define_flags() -> types.SimpleNamespace:
+  """This program's flags, defined when it runs (not on import, so that a
+  test importing the module defines none)."""
+  return types.SimpleNamespace(
+      results=flags.DEFINE_string(
+          "results",
+          os.path.join(os.environ.get("PEER", "/work/peer"), "results"),
+          "The folder run_side_by_side.sh wrote ($PEER/results)."),
+      output=flags.DEFINE_string(
+          "output",
+          os.path.join(_REPO, "bench", "results", "side_by_side.json"),
+          "Where to write the summary JSON."))
 
 
 def _get(data: dict, path: str):
@@ -117,6 +128,17 @@ ROWS = (
 )
 
 
+# Ratios of elmo_tf to itself (key, what, numerator rows' spec, denominator's):
+# what a precision gains on this machine, the issue's "x own fp32".
+OWN_RATIOS = (
+    ("b_over_a_bf16_over_fp32",
+     "elmo_tf `small` training in mixed_bfloat16 over its own float32 "
+     "(b over a)",
+     ("b_elmo_small_bf16_*.json", "tokens_per_sec_nominal"),
+     ("a_elmo_small_*.json", "tokens_per_sec_nominal")),
+)
+
+
 def _run_number(path: str) -> int:
   match = re.search(r"_(\d+)\.json$", path)
   return int(match.group(1)) if match else 0
@@ -131,7 +153,14 @@ def read_side(results: str, spec):
   values = []
   for path in paths:
     with open(path, encoding="utf-8") as f:
-      values.append(_get(json.load(f), field))
+      data = json.load(f)
+    try:
+      values.append(_get(data, field))
+    except (KeyError, TypeError, ValueError) as e:
+      raise ValueError(
+          f"{path}: no number at {field!r} ({type(e).__name__}: {e}); a run "
+          "that failed or an older timer wrote it: run its stage again, or "
+          "move the file out of the results folder") from e
   return values, [os.path.basename(p) for p in paths]
 
 
@@ -231,6 +260,16 @@ def summarize(results: str) -> dict:
         "ratio_elmo_tf_over_bilm_tf": ratio_range(bilm, elmo),
         "files": bilm_files + elmo_files,
     })
+  own_ratios = []
+  for key, what, numerator_spec, denominator_spec in OWN_RATIOS:
+    numerator, numerator_files = read_side(results, numerator_spec)
+    denominator, denominator_files = read_side(results, denominator_spec)
+    own_ratios.append({
+        "key": key, "what": what,
+        "numerator": numerator, "denominator": denominator,
+        "ratio": ratio_range(denominator, numerator),
+        "files": numerator_files + denominator_files,
+    })
   sitting_path = os.path.join(results, "sitting.json")
   sittings = []
   if os.path.exists(sitting_path):
@@ -258,6 +297,7 @@ def summarize(results: str) -> dict:
       "results_dir": os.path.abspath(results),
       "sittings": sittings,
       "rows": rows,
+      "own_ratios": own_ratios,
       "matmul_gflops": read_matmul(results),
       "commands": read_commands(results),
   }
@@ -274,8 +314,12 @@ def markdown(summary: dict) -> str:
       bilm = ratio = "-"
     lines.append(f"| {row['work']}: {row['unit']} | {bilm} | "
                  f"{format_range(row['elmo_tf_range'])} | {ratio} |")
-  machine_info = summary["machine"]
   lines.append("")
+  for own in summary.get("own_ratios", ()):
+    if own["ratio"]:
+      lines.append(f"{own['what']}: " + format_range(
+          own["ratio"], fmt=lambda v: f"{v:.2f}", suffix="x") + ".")
+  machine_info = summary["machine"]
   lines.append(f"Machine: {machine_info['cpu_model']}, "
                f"{machine_info['cpu_count']} CPUs, TensorFlow "
                f"{machine_info['tensorflow']}; date {summary['date']}; "
@@ -295,10 +339,21 @@ def markdown(summary: dict) -> str:
                  f"{k_large}, "
                  f"{last['REPS']} runs per configuration, stages "
                  f"{' '.join(last['stages'])}, intra-op threads "
-                 f"{last['threads'] or _DEFAULT_THREADS}).")
+                 f"{last['threads'] or _DEFAULT_THREADS}; elmo_tf "
+                 f"{_code_label(last)}).")
   lines.append("Every run's command: side_by_side.json (`commands`). Ratio: "
                "elmo_tf / bilm-tf, least to most favourable pairing of runs.")
   return "\n".join(lines)
+
+
+def _code_label(sitting: dict) -> str:
+  """"at <commit>" (and whether files differed) from a sitting's record."""
+  commit = sitting.get("elmo_tf_commit")
+  if not commit:
+    return "commit not recorded"
+  changes = (" plus uncommitted changes"
+             if sitting.get("elmo_tf_uncommitted_changes") else "")
+  return f"at commit {commit[:7]}{changes}"
 
 
 # TF_NUM_INTRAOP_THREADS unset: each side's own default. elmo_tf's trainer
@@ -309,16 +364,17 @@ _DEFAULT_THREADS = ("each side's default: bilm-tf and elmo_tf's embedding "
                     "cores")
 
 
-def main(argv):
+def main(argv, args: types.SimpleNamespace):
   del argv
-  summary = summarize(_RESULTS.value)
-  os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
-  with open(_OUTPUT.value, "w", encoding="utf-8") as f:
+  summary = summarize(args.results.value)
+  output = args.output.value
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  with open(output, "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=1)
     f.write("\n")
   print(markdown(summary))
-  print(f"\nwrote {_OUTPUT.value}")
+  print(f"\nwrote {output}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(functools.partial(main, args=define_flags()))
