@@ -27,13 +27,14 @@ Writes bench/results/embed.json. From the repository root:
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 
 from absl import app
 from absl import flags
+
+from bench import machine
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SAVED_MODEL = flags.DEFINE_string(
@@ -174,8 +175,8 @@ def main(argv):
           timespec="seconds"),
       "command": " ".join([os.path.basename(sys.executable), "-m",
                            "bench.embed_bench"] + sys.argv[1:]),
-      "machine": {"cpus": os.cpu_count(), "processor": platform.processor()
-                  or platform.machine(), "tensorflow": tf.__version__},
+      "machine": {"cpu": machine.cpu_model(), "cpus": os.cpu_count(),
+                  "tensorflow": tf.__version__},
       "saved_model": os.path.relpath(os.path.abspath(path), _REPO),
       "saved_model_megabytes": round(directory_megabytes(path), 2),
       "model": {"cell_dim": config["model"]["lstm"]["cell_dim"],
