@@ -6,6 +6,14 @@ import tensorflow as tf
 from elmo_tf import config as config_lib
 
 
+def _reads_steps_as_slices(training) -> bool:
+  """Whether a loop reads each step's inputs as a slice of a captured
+  tensor (a view: inference) rather than from a TensorArray (a copy, whose
+  gradient stays linear in time where the slices' is quadratic). A symbolic
+  `training` takes the TensorArray, which is safe either way."""
+  return training is None or training is False
+
+
 @keras.saving.register_keras_serializable(package="elmo_tf")
 class ProjectedLSTM(keras.layers.Layer):
   """An LSTM with a projected, clipped output, run over a whole sequence.
@@ -356,8 +364,7 @@ class ProjectedLSTM(keras.layers.Layer):
     x_time_major = tf.transpose(x, (1, 0, 2))
     input_gates = tf.tensordot(x_time_major, input_kernel, axes=1) + gate_bias
     mask_time_major = tf.transpose(mask, (1, 0))[:, :, None]  # (time, batch, 1)
-    # A symbolic `training` takes the TensorArrays too (safe either way).
-    if not (training is None or training is False):
+    if not _reads_steps_as_slices(training):
       # TensorArrays (not slices of captured tensors) keep the gradient of
       # the loop linear in time.
       input_gates_ta = tf.TensorArray(
@@ -456,9 +463,9 @@ class ProjectedLSTM(keras.layers.Layer):
         tf.matmul(tf.gather_nd(x, token_index), input_kernel),
         gate_bias)  # (tokens, 4 * cell)
 
-    if training is None or training is False:
+    if _reads_steps_as_slices(training):
       read_step = lambda t: packed_gates[starts[t]:starts[t] + active[t]]
-    else:  # A symbolic `training` takes the TensorArray too (safe either way).
+    else:
       gates_ta = tf.TensorArray(
           dtype, size=n_loop, infer_shape=False,
           element_shape=tf.TensorShape([None, 4 * self.cell_dim])).split(
