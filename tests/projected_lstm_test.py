@@ -48,6 +48,17 @@ def _op_types(fn, *specs):
   return set(ops)
 
 
+def _assert_only_training_uses(test, op_types, op_type):
+  """Asserts `op_type` is among `op_types(training)` for training=True only:
+  the layer reads steps from a TensorArray in training (its gradient is
+  linear in time) and as slices in inference, training=None included.
+
+  op_types: training -> the op types of the layer's traced call."""
+  test.assertNotIn(op_type, op_types(False))
+  test.assertNotIn(op_type, op_types(None))
+  test.assertIn(op_type, op_types(True))
+
+
 def _graph_outputs_and_gradients(layer, mask, training=None,
                                   jit_compile=False):
   """A tf.function of (x, h0, c0): `layer` run backwards under `mask`, its
@@ -342,9 +353,7 @@ class ProjectedLSTMTest(tf.test.TestCase):
     spec = tf.TensorSpec((None, None, self.input_dim), tf.float32)
     op_types = lambda training: _op_types(
         lambda x: layer(x, training=training)[0], spec)
-    self.assertNotIn("TensorListFromTensor", op_types(False))
-    self.assertNotIn("TensorListFromTensor", op_types(None))
-    self.assertIn("TensorListFromTensor", op_types(True))
+    _assert_only_training_uses(self, op_types, "TensorListFromTensor")
     # Nor a Split of the gates along their last axis: an Unpack.
     self.assertNotIn("Split", op_types(False))
     self.assertIn("Unpack", op_types(False))
@@ -397,9 +406,7 @@ class ProjectedLSTMTest(tf.test.TestCase):
         lambda x, m: layer(x, mask=m, training=training)[0], *specs[:2])
     for training in (False, None, True):
       self.assertIn("ScatterNd", op_types(training))
-    self.assertNotIn("TensorListSplit", op_types(False))
-    self.assertNotIn("TensorListSplit", op_types(None))
-    self.assertIn("TensorListSplit", op_types(True))
+    _assert_only_training_uses(self, op_types, "TensorListSplit")
 
   def test_pack_sequences_off_keeps_the_masked_loop_which_xla_compiles(self):
     # The packed loop's shapes depend on the data; XLA needs them from the
